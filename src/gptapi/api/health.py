@@ -1,0 +1,24 @@
+"""Liveness and readiness; both open without a key so balancers and probes can use them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from gptapi.api.deps import EngineDep
+from gptapi.schemas import ErrorResponse, Health, Ready
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", summary="Liveness: the process answers")
+async def health() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/ready",
+    summary="Readiness: the model is loaded and requests can be served",
+    responses={503: {"model": ErrorResponse, "description": "Model still loading"}},
+)
+async def ready(engine: EngineDep) -> Ready:
+    return Ready(status="ready", model=engine.info.id)

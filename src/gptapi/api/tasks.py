@@ -1,0 +1,98 @@
+"""The three task endpoints. Each builds its prompt, checks limits, and runs the engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from gptapi import prompts
+from gptapi.api.deps import EngineDep, SettingsDep
+from gptapi.auth import ApiKeyId
+from gptapi.engine import Engine, SamplingParams
+from gptapi.limits import check_text_length, sampling_params
+from gptapi.schemas import (
+    AnswerRequest,
+    ErrorResponse,
+    GenerateRequest,
+    SummarizeRequest,
+    TaskResponse,
+    Timings,
+    Usage,
+)
+
+router = APIRouter(tags=["tasks"])
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Missing, malformed or unknown API key"},
+    413: {"model": ErrorResponse, "description": "Input too long for the limits or context"},
+    422: {"model": ErrorResponse, "description": "Invalid request body"},
+    503: {"model": ErrorResponse, "description": "Model not loaded yet"},
+}
+
+
+async def _run(
+    request: Request, engine: Engine, prompt: str, params: SamplingParams
+) -> TaskResponse:
+    result = await engine.complete(prompt, params)
+    return TaskResponse(
+        id=request.state.request_id,
+        model=engine.info.id,
+        text=result.text,
+        finish_reason=result.finish_reason,
+        usage=Usage(
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            total_tokens=result.prompt_tokens + result.completion_tokens,
+        ),
+        timings=Timings(
+            queue_ms=result.queue_s * 1000,
+            time_to_first_token_ms=None if result.ttft_s is None else result.ttft_s * 1000,
+            total_ms=result.total_s * 1000,
+            tokens_per_s=result.tokens_per_s,
+        ),
+    )
+
+
+@router.post("/generate-text", responses=ERROR_RESPONSES, summary="Continue a prompt")
+async def generate_text(
+    body: GenerateRequest,
+    request: Request,
+    _key: ApiKeyId,
+    engine: EngineDep,
+    settings: SettingsDep,
+) -> TaskResponse:
+    check_text_length(settings, prompt=body.prompt)
+    task = prompts.generate_prompt(engine.info, body.prompt)
+    params = sampling_params(settings, body, tuple(body.stop) + task.stop)
+    return await _run(request, engine, task.text, params)
+
+
+@router.post("/summarize-text", responses=ERROR_RESPONSES, summary="Summarize a text")
+async def summarize_text(
+    body: SummarizeRequest,
+    request: Request,
+    _key: ApiKeyId,
+    engine: EngineDep,
+    settings: SettingsDep,
+) -> TaskResponse:
+    check_text_length(settings, text=body.text)
+    task = prompts.summarize_prompt(engine.info, body.text, body.max_words)
+    return await _run(request, engine, task.text, sampling_params(settings, body, task.stop))
+
+
+@router.post(
+    "/answer-question",
+    responses=ERROR_RESPONSES,
+    summary="Answer a question, from the given context when there is one",
+)
+async def answer_question(
+    body: AnswerRequest,
+    request: Request,
+    _key: ApiKeyId,
+    engine: EngineDep,
+    settings: SettingsDep,
+) -> TaskResponse:
+    check_text_length(settings, question=body.question, context=body.context)
+    task = prompts.answer_prompt(engine.info, body.question, body.context)
+    return await _run(request, engine, task.text, sampling_params(settings, body, task.stop))

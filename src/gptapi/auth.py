@@ -1,0 +1,104 @@
+"""API keys: stored only as SHA-256 digests, compared in constant time, logged by a short id."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from gptapi.config import Settings
+from gptapi.errors import AuthenticationError
+
+_HEX_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+def key_id_of(key_digest: bytes) -> str:
+    """What logs and metrics may show of a key: 8 hex chars of its digest, not reversible."""
+    return key_digest.hex()[:8]
+
+
+@dataclass(frozen=True)
+class KeyStore:
+    digests: tuple[bytes, ...]
+    generated_key: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyStore:
+        digests: list[bytes] = []
+        if settings.api_keys is not None:
+            keys = [k.strip() for k in settings.api_keys.get_secret_value().split(",")]
+            digests += [digest(k) for k in keys if k]
+        if settings.api_keys_file is not None:
+            digests += _read_digest_file(settings.api_keys_file)
+        if digests:
+            return cls(tuple(digests))
+        # Secure by default: no configured key means a fresh random one, never an open API.
+        key = "gpt-" + secrets.token_urlsafe(32)
+        return cls((digest(key),), generated_key=key)
+
+    def verify(self, key: str) -> str | None:
+        """Return the key id when the key is known, else None. Time does not depend on which."""
+        presented = digest(key)
+        match: bytes | None = None
+        for known in self.digests:
+            # No early exit: every stored digest is compared.
+            if hmac.compare_digest(presented, known):
+                match = known
+        return key_id_of(match) if match is not None else None
+
+
+def _read_digest_file(path: Path) -> list[bytes]:
+    digests = []
+    for number, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.strip().lower()
+        if not line or line.startswith("#"):
+            continue
+        if not _HEX_DIGEST.match(line):
+            raise ValueError(f"{path}:{number}: expected a SHA-256 hex digest (64 hex chars)")
+        digests.append(bytes.fromhex(line))
+    return digests
+
+
+def presented_key(request: Request) -> str:
+    """The key from ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, credentials = header.strip().partition(" ")
+        credentials = credentials.strip()
+        if scheme.lower() != "bearer" or not _KEY_CHARS.match(credentials):
+            raise AuthenticationError(
+                "malformed Authorization header: expected 'Authorization: Bearer <key>'"
+            )
+        return credentials
+    key = request.headers.get("x-api-key")
+    if key is not None:
+        key = key.strip()
+        if not _KEY_CHARS.match(key):
+            raise AuthenticationError("malformed X-API-Key header")
+        return key
+    raise AuthenticationError(
+        "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+    )
+
+
+def require_api_key(request: Request) -> str:
+    store: KeyStore = request.app.state.keys
+    key_id = store.verify(presented_key(request))
+    if key_id is None:
+        raise AuthenticationError("invalid API key")
+    request.state.key_id = key_id
+    return key_id
+
+
+ApiKeyId = Annotated[str, Depends(require_api_key)]

@@ -1,0 +1,72 @@
+"""Service settings, read from ``GPTAPI_*`` environment variables (never at import time)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import psutil
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_FILE = "google_gemma-3-4b-it-Q8_0.gguf"
+
+
+def physical_cores() -> int:
+    """Physical cores, because llama.cpp threads spin-wait and hyper-threads only add contention."""
+    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Each field maps to ``GPTAPI_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="GPTAPI_", extra="ignore", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of the service and uvicorn."
+    )
+
+    model_path: Path | None = Field(
+        None, description="GGUF file to serve. Unset: the heavy model in models_dir, else embedded."
+    )
+    models_dir: Path = Field(
+        Path("models"), description="Where scripts/download_model.py puts the heavy model."
+    )
+    default_model_file: str = Field(
+        DEFAULT_MODEL_FILE, description="File name of the heavy default model inside models_dir."
+    )
+    n_ctx: int = Field(
+        4096, ge=256, le=131072, description="Context window (prompt + output tokens) per request."
+    )
+    n_threads: int = Field(
+        default_factory=physical_cores,
+        ge=1,
+        le=256,
+        description="llama.cpp threads; defaults to the number of physical cores.",
+    )
+    n_batch: int = Field(
+        512, ge=32, le=8192, description="Prompt tokens evaluated per llama_decode call."
+    )
+
+    api_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated clear API keys. Unset with no keys file: one is generated.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File with one SHA-256 hex digest of an API key per line."
+    )
+
+    max_tokens_limit: int = Field(
+        1024, ge=1, le=32768, description="Largest max_tokens a request may ask for."
+    )
+    default_max_tokens: int = Field(
+        128, ge=1, le=32768, description="max_tokens used when a request does not set it."
+    )
+    max_prompt_chars: int = Field(
+        32768,
+        ge=16,
+        le=1_000_000,
+        description="Longest prompt/text/question/context in characters.",
+    )

@@ -1,0 +1,123 @@
+"""Request and response bodies of the task endpoints.
+
+Fields are bounded here; limits that depend on settings (max_tokens ceiling, text length) are
+checked by ``limits`` against the running configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class SamplingFields(BaseModel):
+    model_config = _STRICT
+
+    max_tokens: int | None = Field(
+        None, ge=1, description="Most tokens to generate (default and ceiling: server settings)."
+    )
+    temperature: float = Field(
+        0.0, ge=0.0, le=2.0, description="0 = greedy and deterministic; higher = more varied."
+    )
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    seed: int | None = Field(
+        None, ge=0, le=2**32 - 2, description="Seed for sampling; same seed, same output."
+    )
+
+
+class GenerateRequest(SamplingFields):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"prompt": "Once upon a time", "max_tokens": 32, "temperature": 0.7}]
+        },
+    )
+
+    prompt: str = Field(..., min_length=1, description="Text for the model to continue.")
+    stop: list[str] = Field(
+        default_factory=list,
+        max_length=4,
+        description="Up to 4 strings; generation ends before the first one produced.",
+    )
+
+
+class SummarizeRequest(SamplingFields):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "text": "The city council met on Tuesday and voted to extend library hours "
+                    "on weekends, citing rising demand from students.",
+                    "max_words": 20,
+                }
+            ]
+        },
+    )
+
+    text: str = Field(..., min_length=1, description="The text to summarize.")
+    max_words: int | None = Field(None, ge=1, le=1000, description="Upper bound on summary words.")
+
+
+class AnswerRequest(SamplingFields):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "question": "What is the access code?",
+                    "context": "The access code for the lab is 7731.",
+                }
+            ]
+        },
+    )
+
+    question: str = Field(..., min_length=1, description="The question to answer.")
+    context: str | None = Field(
+        None, description="Text holding the answer; when given, the answer comes from it."
+    )
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Timings(BaseModel):
+    queue_ms: float = Field(description="Waiting for a free decode slot.")
+    time_to_first_token_ms: float | None = Field(description="From start of decode to 1st token.")
+    total_ms: float = Field(description="Queue plus decode.")
+    tokens_per_s: float = Field(description="Decode rate after the first token.")
+
+
+class TaskResponse(BaseModel):
+    id: str = Field(description="Request id, also sent as the X-Request-ID header.")
+    model: str
+    text: str
+    finish_reason: Literal["stop", "length", "cancelled"]
+    usage: Usage
+    timings: Timings
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    model: str
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    code: str
+    request_id: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,42 @@
+import threading
+import time
+
+import httpx
+
+from tests.conftest import LiveServer
+
+
+def test_health_and_ready_need_no_key(live_server: LiveServer) -> None:
+    with live_server.client(key=None) as c:
+        assert c.get("/health").json() == {"status": "ok"}
+        ready = c.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "model": "Gemma 3 270m"}
+
+
+def test_health_answers_quickly_while_a_long_generation_runs(live_server: LiveServer) -> None:
+    result: dict[str, httpx.Response] = {}
+
+    def long_generation() -> None:
+        with live_server.client() as c:
+            result["r"] = c.post(
+                "/generate-text",
+                json={"prompt": "Write a long story about a dragon.", "max_tokens": 200},
+            )
+
+    worker = threading.Thread(target=long_generation)
+    worker.start()
+    time.sleep(1.0)  # let the decode start
+    latencies = []
+    with live_server.client(key=None) as c:
+        for _ in range(5):
+            t0 = time.perf_counter()
+            assert c.get("/health").status_code == 200
+            latencies.append(time.perf_counter() - t0)
+            time.sleep(0.1)
+    still_generating = worker.is_alive()
+    worker.join(120)
+    assert still_generating, "generation ended before the probes: the test proved nothing"
+    assert result["r"].status_code == 200
+    print("health latencies (s):", latencies)
+    assert max(latencies) < 0.1, latencies

@@ -1,0 +1,99 @@
+"""Shared fixtures. End-to-end tests run the real llama.cpp engine on the embedded model."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gptapi.modelfile import embedded_model_path
+
+API_KEY = "test-key-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    return embedded_model_path()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(model_path: Path):  # type: ignore[no-untyped-def]
+    """An independent tokenizer (vocab only) to check the server's token counts against."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(model_path), vocab_only=True, verbose=False)
+    return lambda text: llm.tokenize(text.encode(), add_bos=True, special=True)
+
+
+class LiveServer:
+    def __init__(self, base_url: str, proc: subprocess.Popen[str], log: Path) -> None:
+        self.base_url = base_url
+        self.proc = proc
+        self.log = log
+
+    def client(self, key: str | None = API_KEY, timeout: float = 120) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+
+def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> LiveServer:
+    port = free_port()
+    log = tmp / f"server-{port}.log"
+    full_env = {**os.environ, "GPTAPI_API_KEYS": API_KEY, **(env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gptapi.cli", "serve", "--port", str(port), *args],
+        env=full_env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    server = LiveServer(f"http://127.0.0.1:{port}", proc, log)
+    deadline = time.monotonic() + 120
+    with httpx.Client(base_url=server.base_url, timeout=5) as c:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{log.read_text()}")
+            try:
+                if c.get("/ready").status_code == 200:
+                    return server
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"server not ready in 120 s:\n{log.read_text()}")
+
+
+def stop_server(server: LiveServer) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """`gptapi serve` in a subprocess on the embedded model, as a user would start it."""
+    server = start_server(tmp_path_factory.mktemp("live"))
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture()
+def client(live_server: LiveServer) -> Iterator[httpx.Client]:
+    with live_server.client() as c:
+        yield c

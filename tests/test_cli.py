@@ -1,0 +1,61 @@
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gptapi.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_help_explains_every_serve_option() -> None:
+    result = run_cli("serve", "--help")
+    assert result.returncode == 0
+    for option in ("--host", "--port", "--model", "--threads", "--ctx", "--log-level"):
+        assert option in result.stdout
+    assert "GPTAPI_" in result.stdout
+
+
+def test_top_level_help_lists_serve() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "serve" in result.stdout
+
+
+def _assert_one_clear_line(result: subprocess.CompletedProcess[str], *expected: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for text in expected:
+        assert text in lines[0]
+
+
+def test_missing_model_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "absent.gguf"
+    result = run_cli("serve", "--model", str(missing))
+    _assert_one_clear_line(result, str(missing), "does not exist")
+
+
+def test_non_gguf_model_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"\x00" * 1024)
+    result = run_cli("serve", "--model", str(bogus))
+    _assert_one_clear_line(result, str(bogus), "not a GGUF file")
+
+
+def test_truncated_model_stops_start_up_with_one_line(tmp_path: Path, model_path: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    with model_path.open("rb") as src:
+        cut.write_bytes(src.read(50_000_000))
+    result = run_cli("serve", "--model", str(cut))
+    _assert_one_clear_line(result, str(cut), "truncated")
+
+
+def test_invalid_setting_is_one_line() -> None:
+    result = run_cli("serve", "--port", "70000")
+    _assert_one_clear_line(result, "port")
