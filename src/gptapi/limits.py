@@ -17,7 +17,11 @@ def check_text_length(settings: Settings, **fields: str | None) -> None:
 
 
 def sampling_params(
-    settings: Settings, body: SamplingFields, stop: tuple[str, ...] = ()
+    settings: Settings,
+    body: SamplingFields,
+    stop: tuple[str, ...] = (),
+    *,
+    skip_leading_whitespace: bool = False,
 ) -> SamplingParams:
     if body.max_tokens is not None and body.max_tokens > settings.max_tokens_limit:
         raise InvalidRequest(
@@ -30,4 +34,5 @@ def sampling_params(
         top_p=body.top_p,
         stop=stop,
         seed=body.seed,
+        skip_leading_whitespace=skip_leading_whitespace,
     )

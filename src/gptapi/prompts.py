@@ -20,6 +20,8 @@ from gptapi.engine import ModelInfo
 class TaskPrompt:
     text: str
     stop: tuple[str, ...]
+    # Answers and summaries are read by people: leading blank lines are noise, not content.
+    skip_leading_whitespace: bool = True
 
 
 @lru_cache(maxsize=4)
@@ -56,7 +58,8 @@ def _chat(info: ModelInfo, instruction: str) -> TaskPrompt:
 def generate_prompt(info: ModelInfo, prompt: str) -> TaskPrompt:
     if info.chat_template:
         return _chat(info, prompt)
-    return TaskPrompt(prompt, ())
+    # Free generation continues the user's text exactly as the model produces it.
+    return TaskPrompt(prompt, (), skip_leading_whitespace=False)
 
 
 def summarize_prompt(info: ModelInfo, text: str, max_words: int | None) -> TaskPrompt:

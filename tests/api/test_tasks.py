@@ -68,7 +68,7 @@ def test_answer_question_reads_the_answer_from_the_context(
     context = "The secret code is 4417. It opens the blue door in the basement."
     r = client.post("/answer-question", json={"question": question, "context": context})
     body = assert_task_response(r, 128)
-    assert "4417" in body["text"]
+    assert body["text"].startswith("4417")
     info = _base_model_info()
     expected_prompt = answer_prompt(info, question, context).text
     assert body["usage"]["prompt_tokens"] == len(tokenizer(expected_prompt))
@@ -86,6 +86,12 @@ def test_summarize_text(client: httpx.Client, tokenizer: Callable[[str], list[in
     assert "librar" in body["text"].lower()
     expected_prompt = summarize_prompt(_base_model_info(), PASSAGE, None).text
     assert body["usage"]["prompt_tokens"] == len(tokenizer(expected_prompt))
+
+
+def test_summarize_text_with_a_word_limit(client: httpx.Client) -> None:
+    r = client.post("/summarize-text", json={"text": PASSAGE, "max_words": 20, "max_tokens": 60})
+    body = assert_task_response(r, 60)
+    assert "librar" in body["text"].lower()
 
 
 def _base_model_info():  # type: ignore[no-untyped-def]
@@ -106,6 +112,7 @@ def _base_model_info():  # type: ignore[no-untyped-def]
         ("/generate-text", {"prompt": "x", "unknown": 1}, "unknown"),
         ("/generate-text", {}, "prompt"),
         ("/summarize-text", {"text": "x", "max_words": 0}, "max_words"),
+        ("/summarize-text", {"text": "x", "max_words": 1001}, "max_words"),
         ("/answer-question", {"context": "no question"}, "question"),
         ("/answer-question", {"question": "q", "seed": -1}, "seed"),
     ],

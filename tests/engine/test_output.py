@@ -54,3 +54,14 @@ def test_text_after_stop_is_ignored() -> None:
     assert out.feed(b"more") == ""
     assert out.finish() == ""
     assert out.text == "a"
+
+
+def test_leading_blank_lines_can_be_skipped_so_a_newline_stop_ends_the_answer_not_starts_it() -> (
+    None
+):
+    out = OutputText(("\n",), skip_leading_whitespace=True)
+    assert feed_all(out, [b"\n", b"\n ", b"The council", b" voted.", b"\n", b"More"]) == (
+        "The council voted."
+    )
+    kept = OutputText(("\n",))
+    assert feed_all(kept, [b"\n", b"The council"]) == ""

@@ -9,12 +9,14 @@ from fastapi import APIRouter, Request
 from gptapi import prompts
 from gptapi.api.deps import EngineDep, SettingsDep
 from gptapi.auth import ApiKeyId
-from gptapi.engine import Engine, SamplingParams
+from gptapi.config import Settings
+from gptapi.engine import Engine
 from gptapi.limits import check_text_length, sampling_params
 from gptapi.schemas import (
     AnswerRequest,
     ErrorResponse,
     GenerateRequest,
+    SamplingFields,
     SummarizeRequest,
     TaskResponse,
     Timings,
@@ -32,9 +34,17 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 async def _run(
-    request: Request, engine: Engine, prompt: str, params: SamplingParams
+    request: Request,
+    engine: Engine,
+    settings: Settings,
+    body: SamplingFields,
+    task: prompts.TaskPrompt,
+    user_stop: tuple[str, ...] = (),
 ) -> TaskResponse:
-    result = await engine.complete(prompt, params)
+    params = sampling_params(
+        settings, body, user_stop + task.stop, skip_leading_whitespace=task.skip_leading_whitespace
+    )
+    result = await engine.complete(task.text, params)
     return TaskResponse(
         id=request.state.request_id,
         model=engine.info.id,
@@ -64,8 +74,7 @@ async def generate_text(
 ) -> TaskResponse:
     check_text_length(settings, prompt=body.prompt)
     task = prompts.generate_prompt(engine.info, body.prompt)
-    params = sampling_params(settings, body, tuple(body.stop) + task.stop)
-    return await _run(request, engine, task.text, params)
+    return await _run(request, engine, settings, body, task, tuple(body.stop))
 
 
 @router.post("/summarize-text", responses=ERROR_RESPONSES, summary="Summarize a text")
@@ -78,7 +87,7 @@ async def summarize_text(
 ) -> TaskResponse:
     check_text_length(settings, text=body.text)
     task = prompts.summarize_prompt(engine.info, body.text, body.max_words)
-    return await _run(request, engine, task.text, sampling_params(settings, body, task.stop))
+    return await _run(request, engine, settings, body, task)
 
 
 @router.post(
@@ -95,4 +104,4 @@ async def answer_question(
 ) -> TaskResponse:
     check_text_length(settings, question=body.question, context=body.context)
     task = prompts.answer_prompt(engine.info, body.question, body.context)
-    return await _run(request, engine, task.text, sampling_params(settings, body, task.stop))
+    return await _run(request, engine, settings, body, task)

@@ -16,6 +16,7 @@ class SamplingParams:
     top_p: float = 0.95
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    skip_leading_whitespace: bool = False
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ class LlamaEngine:
         start = time.perf_counter()
         llm = self._llm
         llm.set_seed(llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed)
-        out = OutputText(params.stop)
+        out = OutputText(params.stop, skip_leading_whitespace=params.skip_leading_whitespace)
         finish: FinishReason = "length"
         n_out = 0
         ttft_s: float | None = None

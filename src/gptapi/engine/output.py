@@ -12,7 +12,10 @@ from collections.abc import Sequence
 class OutputText:
     """Accumulates token pieces; never releases half a UTF-8 character or half a stop string."""
 
-    def __init__(self, stop: Sequence[str]) -> None:
+    def __init__(self, stop: Sequence[str], *, skip_leading_whitespace: bool = False) -> None:
+        # Base models often open an answer with blank lines; skipping them keeps a "\n" stop
+        # string from ending the answer before it starts.
+        self._skip_leading_whitespace = skip_leading_whitespace
         self._stop = tuple(s for s in stop if s)
         self._longest_stop = max((len(s) for s in self._stop), default=0)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -30,6 +33,8 @@ class OutputText:
         if self.stopped:
             return ""
         self._text += self._decoder.decode(piece)
+        if self._skip_leading_whitespace and self._released == 0:
+            self._text = self._text.lstrip()
         search_from = max(0, self._released - self._longest_stop)
         cut = min(
             (i for i in (self._text.find(s, search_from) for s in self._stop) if i >= 0),
