@@ -17,6 +17,7 @@ from gptapi.auth import KeyStore
 from gptapi.config import Settings
 from gptapi.engine import Engine
 from gptapi.errors import install_error_handlers
+from gptapi.pool import InferencePool
 
 log = logging.getLogger("gptapi")
 
@@ -25,22 +26,9 @@ REQUEST_ID_HEADER = "X-Request-ID"
 
 
 def load_llama_engine(settings: Settings) -> Engine:
-    from gptapi.engine.llama import LlamaEngine
-    from gptapi.modelfile import inspect_gguf, resolve_model
+    from gptapi.engine.llama import load_engine
 
-    source = resolve_model(settings)
-    summary = inspect_gguf(source.path)
-    log.info(
-        "model: %s (%.1f MiB, GGUF v%d, %d tensors) from %s",
-        source.path,
-        summary.actual_size / 2**20,
-        summary.version,
-        summary.tensor_count,
-        source.origin.value,
-    )
-    return LlamaEngine(
-        source, n_ctx=settings.n_ctx, n_threads=settings.n_threads, n_batch=settings.n_batch
-    )
+    return load_engine(settings)
 
 
 class RequestIdMiddleware:
@@ -74,12 +62,13 @@ def create_app(
 ) -> FastAPI:
     """Build the service. The engine loads in the background so /health answers at once and
     /ready turns 200 when the model is usable; a load failure is reported through ``on_fatal``.
+    Call ``begin_shutdown(app)`` when a stop signal arrives, before the server drains.
     """
     keys = KeyStore.from_settings(settings)
 
     async def load_engine(app: FastAPI) -> None:
         try:
-            app.state.engine = await asyncio.to_thread(engine_factory, settings)
+            engine = await asyncio.to_thread(engine_factory, settings)
         except Exception as exc:
             message = getattr(exc, "message", None) or f"model load failed: {exc}"
             log.error("%s", message)
@@ -87,7 +76,10 @@ def create_app(
             if on_fatal is not None:
                 on_fatal(message)
             return
-        log.info("ready: serving %s", app.state.engine.info.id)
+        app.state.pool = InferencePool(
+            engine, max_queue=settings.max_queue, request_timeout_s=settings.request_timeout_s
+        )
+        log.info("ready: serving %s", engine.info.id)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -106,10 +98,10 @@ def create_app(
             loader.cancel()
             with suppress(asyncio.CancelledError):
                 await loader
-            engine: Engine | None = app.state.engine
-            app.state.engine = None
-            if engine is not None:
-                engine.close()
+            pool: InferencePool | None = app.state.pool
+            app.state.pool = None
+            if pool is not None:
+                pool.close()
 
     app = FastAPI(
         title="gptapi",
@@ -119,10 +111,17 @@ def create_app(
     )
     app.state.settings = settings
     app.state.keys = keys
-    app.state.engine = None
+    app.state.pool = None
     app.state.load_error = None
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(tasks.router)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def begin_shutdown(app: FastAPI) -> None:
+    """Stop admitting: queued and new requests get 503; running ones may finish."""
+    pool: InferencePool | None = app.state.pool
+    if pool is not None:
+        pool.admission.drain()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -61,13 +65,27 @@ def _settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+class _DrainingServer(uvicorn.Server):
+    """On SIGTERM/SIGINT, refuse queued and new requests (503) before uvicorn drains."""
+
+    def __init__(self, config: uvicorn.Config, on_signal: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_signal = on_signal
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit:
+            # Signal handlers run between bytecodes; touch asyncio state from the loop instead.
+            asyncio.get_event_loop().call_soon_threadsafe(self._on_signal)
+        super().handle_exit(sig, frame)
+
+
 def _fail(message: str) -> int:
     print(f"gptapi: error: {message}", file=sys.stderr)
     return 2
 
 
 def serve(args: argparse.Namespace) -> int:
-    from gptapi.app import create_app
+    from gptapi.app import begin_shutdown, create_app
     from gptapi.modelfile import inspect_gguf, resolve_model
 
     try:
@@ -100,8 +118,9 @@ def serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         proxy_headers=False,
         server_header=False,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
     )
-    server = uvicorn.Server(config)
+    server = _DrainingServer(config, on_signal=lambda: begin_shutdown(app))
     server.run()
     return exit_code
 

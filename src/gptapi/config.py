@@ -37,8 +37,29 @@ class Settings(BaseSettings):
     default_model_file: str = Field(
         DEFAULT_MODEL_FILE, description="File name of the heavy default model inside models_dir."
     )
+    engine: Literal["batched", "pool"] = Field(
+        "batched",
+        description="batched: continuous batching of all slots in one context; "
+        "pool: one context per slot (at most one per thread), for comparison.",
+    )
+    slots: int = Field(
+        8, ge=1, le=256, description="Requests that decode at once; each has its own KV cache."
+    )
+    max_queue: int = Field(
+        64, ge=0, le=100_000, description="Requests that may wait for a slot; beyond: 503."
+    )
+    request_timeout_s: float = Field(
+        300.0, gt=0, le=86_400, description="Wall-clock limit per request, queue time included."
+    )
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, le=3600, description="On SIGTERM, how long running requests may finish."
+    )
     n_ctx: int = Field(
-        4096, ge=256, le=131072, description="Context window (prompt + output tokens) per request."
+        4096,
+        ge=256,
+        le=131072,
+        description="Context window (prompt + output tokens) of each slot; "
+        "the KV cache holds slots x n_ctx tokens.",
     )
     n_threads: int = Field(
         default_factory=physical_cores,
@@ -47,7 +68,13 @@ class Settings(BaseSettings):
         description="llama.cpp threads; defaults to the number of physical cores.",
     )
     n_batch: int = Field(
-        512, ge=32, le=8192, description="Prompt tokens evaluated per llama_decode call."
+        512,
+        ge=32,
+        le=8192,
+        description="Most tokens per llama_decode step: decoding tokens first, then prompt chunks.",
+    )
+    use_mmap: bool = Field(
+        True, description="Memory-map the weights (shared page cache) instead of reading them."
     )
 
     api_keys: SecretStr | None = Field(

@@ -46,6 +46,25 @@ class InputTooLarge(GptapiError):
     code = "input_too_large"
 
 
+class ServerBusy(GptapiError):
+    code = "server_busy"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class RequestTimeout(GptapiError):
+    code = "request_timeout"
+
+
+class GenerationFailed(GptapiError):
+    code = "generation_failed"
+
+
+class ClientDisconnected(GptapiError):
+    code = "client_disconnected"
+
+
 class ModelNotReady(GptapiError):
     code = "model_not_ready"
 
@@ -66,6 +85,11 @@ ERROR_TABLE: dict[type[GptapiError], tuple[int, str]] = {
     InputTooLarge: (413, "invalid_request_error"),
     InvalidRequest: (422, "invalid_request_error"),
     ModelNotReady: (503, "service_unavailable"),
+    ServerBusy: (503, "service_unavailable"),
+    RequestTimeout: (504, "timeout_error"),
+    GenerationFailed: (500, "server_error"),
+    # nginx's convention; the client is gone and never sees it, but logs and metrics do.
+    ClientDisconnected: (499, "client_closed_request"),
     ModelFileError: (500, "server_error"),
 }
 

@@ -32,6 +32,7 @@ def sampling_params(
         max_tokens=body.max_tokens or min(settings.default_max_tokens, settings.max_tokens_limit),
         temperature=body.temperature,
         top_p=body.top_p,
+        top_k=body.top_k,
         stop=stop,
         seed=body.seed,
         skip_leading_whitespace=skip_leading_whitespace,

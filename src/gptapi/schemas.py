@@ -23,6 +23,9 @@ class SamplingFields(BaseModel):
         0.0, ge=0.0, le=2.0, description="0 = greedy and deterministic; higher = more varied."
     )
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    top_k: int = Field(
+        40, ge=0, le=1000, description="Sample among the k likeliest tokens (0 = all)."
+    )
     seed: int | None = Field(
         None, ge=0, le=2**32 - 2, description="Seed for sampling; same seed, same output."
     )
@@ -89,7 +92,7 @@ class Usage(BaseModel):
 
 class Timings(BaseModel):
     queue_ms: float = Field(description="Waiting for a free decode slot.")
-    time_to_first_token_ms: float | None = Field(description="From start of decode to 1st token.")
+    time_to_first_token_ms: float | None = Field(description="From arrival to the first token.")
     total_ms: float = Field(description="Queue plus decode.")
     tokens_per_s: float = Field(description="Decode rate after the first token.")
 
@@ -98,7 +101,7 @@ class TaskResponse(BaseModel):
     id: str = Field(description="Request id, also sent as the X-Request-ID header.")
     model: str
     text: str
-    finish_reason: Literal["stop", "length", "cancelled"]
+    finish_reason: Literal["stop", "length", "cancelled", "error"]
     usage: Usage
     timings: Timings
 
@@ -110,6 +113,9 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: Literal["ready"]
     model: str
+    slots: int = Field(description="Requests that can decode at once.")
+    busy_slots: int = Field(description="Requests decoding now.")
+    queued: int = Field(description="Requests waiting for a slot.")
 
 
 class ErrorDetail(BaseModel):

@@ -11,7 +11,13 @@ def test_health_and_ready_need_no_key(live_server: LiveServer) -> None:
         assert c.get("/health").json() == {"status": "ok"}
         ready = c.get("/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "model": "Gemma 3 270m"}
+    assert ready.json() == {
+        "status": "ready",
+        "model": "Gemma 3 270m",
+        "slots": 8,
+        "busy_slots": 0,
+        "queued": 0,
+    }
 
 
 def test_health_answers_quickly_while_a_long_generation_runs(live_server: LiveServer) -> None:

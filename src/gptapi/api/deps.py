@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from gptapi.config import Settings
-from gptapi.engine import Engine
 from gptapi.errors import ModelNotReady
+from gptapi.pool import InferencePool
 
 
 def get_settings(request: Request) -> Settings:
@@ -16,12 +16,12 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_engine(request: Request) -> Engine:
-    engine: Engine | None = request.app.state.engine
-    if engine is None:
+def get_pool(request: Request) -> InferencePool:
+    pool: InferencePool | None = request.app.state.pool
+    if pool is None:
         raise ModelNotReady()
-    return engine
+    return pool
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-EngineDep = Annotated[Engine, Depends(get_engine)]
+PoolDep = Annotated[InferencePool, Depends(get_pool)]

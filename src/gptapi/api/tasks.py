@@ -7,11 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from gptapi import prompts
-from gptapi.api.deps import EngineDep, SettingsDep
+from gptapi.api.cancel import cancel_on_disconnect
+from gptapi.api.deps import PoolDep, SettingsDep
 from gptapi.auth import ApiKeyId
 from gptapi.config import Settings
-from gptapi.engine import Engine
 from gptapi.limits import check_text_length, sampling_params
+from gptapi.pool import InferencePool
 from gptapi.schemas import (
     AnswerRequest,
     ErrorResponse,
@@ -29,13 +30,15 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing, malformed or unknown API key"},
     413: {"model": ErrorResponse, "description": "Input too long for the limits or context"},
     422: {"model": ErrorResponse, "description": "Invalid request body"},
-    503: {"model": ErrorResponse, "description": "Model not loaded yet"},
+    500: {"model": ErrorResponse, "description": "Generation failed for this request"},
+    503: {"model": ErrorResponse, "description": "Model loading, or all slots and queue full"},
+    504: {"model": ErrorResponse, "description": "Request exceeded its time limit"},
 }
 
 
 async def _run(
     request: Request,
-    engine: Engine,
+    pool: InferencePool,
     settings: Settings,
     body: SamplingFields,
     task: prompts.TaskPrompt,
@@ -44,10 +47,13 @@ async def _run(
     params = sampling_params(
         settings, body, user_stop + task.stop, skip_leading_whitespace=task.skip_leading_whitespace
     )
-    result = await engine.complete(task.text, params)
+    request_id: str = request.state.request_id
+    result = await cancel_on_disconnect(
+        request, pool.complete(task.text, params, request_id=request_id)
+    )
     return TaskResponse(
-        id=request.state.request_id,
-        model=engine.info.id,
+        id=request_id,
+        model=pool.engine.info.id,
         text=result.text,
         finish_reason=result.finish_reason,
         usage=Usage(
@@ -69,12 +75,12 @@ async def generate_text(
     body: GenerateRequest,
     request: Request,
     _key: ApiKeyId,
-    engine: EngineDep,
+    pool: PoolDep,
     settings: SettingsDep,
 ) -> TaskResponse:
     check_text_length(settings, prompt=body.prompt)
-    task = prompts.generate_prompt(engine.info, body.prompt)
-    return await _run(request, engine, settings, body, task, tuple(body.stop))
+    task = prompts.generate_prompt(pool.engine.info, body.prompt)
+    return await _run(request, pool, settings, body, task, tuple(body.stop))
 
 
 @router.post("/summarize-text", responses=ERROR_RESPONSES, summary="Summarize a text")
@@ -82,12 +88,12 @@ async def summarize_text(
     body: SummarizeRequest,
     request: Request,
     _key: ApiKeyId,
-    engine: EngineDep,
+    pool: PoolDep,
     settings: SettingsDep,
 ) -> TaskResponse:
     check_text_length(settings, text=body.text)
-    task = prompts.summarize_prompt(engine.info, body.text, body.max_words)
-    return await _run(request, engine, settings, body, task)
+    task = prompts.summarize_prompt(pool.engine.info, body.text, body.max_words)
+    return await _run(request, pool, settings, body, task)
 
 
 @router.post(
@@ -99,9 +105,9 @@ async def answer_question(
     body: AnswerRequest,
     request: Request,
     _key: ApiKeyId,
-    engine: EngineDep,
+    pool: PoolDep,
     settings: SettingsDep,
 ) -> TaskResponse:
     check_text_length(settings, question=body.question, context=body.context)
-    task = prompts.answer_prompt(engine.info, body.question, body.context)
-    return await _run(request, engine, settings, body, task)
+    task = prompts.answer_prompt(pool.engine.info, body.question, body.context)
+    return await _run(request, pool, settings, body, task)

@@ -1,5 +1,12 @@
 """Inference engines. Only this package imports ``llama_cpp``; the service talks to ``Engine``."""
 
-from gptapi.engine.base import Completion, Engine, ModelInfo, SamplingParams
+from gptapi.engine.base import (
+    Delta,
+    Engine,
+    EngineError,
+    FinishReason,
+    ModelInfo,
+    SamplingParams,
+)
 
-__all__ = ["Completion", "Engine", "ModelInfo", "SamplingParams"]
+__all__ = ["Delta", "Engine", "EngineError", "FinishReason", "ModelInfo", "SamplingParams"]

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 
 @dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int
-    temperature: float = 0.8
-    top_p: float = 0.95
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 40
     stop: tuple[str, ...] = ()
     seed: int | None = None
     skip_leading_whitespace: bool = False
@@ -25,37 +27,41 @@ class ModelInfo:
     path: Path
     size_bytes: int
     origin: str
-    n_ctx: int
+    n_ctx: int  # context one request can use: prompt + output tokens
     chat_template: str | None
     bos_token: str
     eos_token: str
 
 
 @dataclass(frozen=True)
-class Completion:
-    text: str
-    finish_reason: FinishReason
-    prompt_tokens: int
-    completion_tokens: int
-    queue_s: float
-    ttft_s: float | None
-    total_s: float
+class Delta:
+    """What one decode step produced for one sequence."""
 
-    @property
-    def tokens_per_s(self) -> float:
-        decode_s = self.total_s - (self.ttft_s or 0.0)
-        if self.completion_tokens <= 1 or decode_s <= 0:
-            return 0.0
-        # The first token's time is prompt processing; rate covers the tokens after it.
-        return (self.completion_tokens - 1) / decode_s
+    text: str  # newly released text, possibly empty (held back for UTF-8 or a stop string)
+    completion_tokens: int  # tokens generated so far
+    finish_reason: FinishReason | None = None
+
+
+class EngineError(Exception):
+    """Generation failed for this request only (e.g. llama_decode refused its batch)."""
 
 
 class Engine(Protocol):
     @property
     def info(self) -> ModelInfo: ...
 
-    async def count_tokens(self, prompt: str) -> int: ...
+    @property
+    def slots(self) -> int:
+        """Sequences that can decode at once; admission never lets more in."""
+        ...
 
-    async def complete(self, prompt: str, params: SamplingParams) -> Completion: ...
+    def tokenize(self, text: str) -> list[int]:
+        """Thread-safe; may block for long texts, so call it off the event loop."""
+        ...
+
+    def generate(self, tokens: list[int], params: SamplingParams) -> AsyncGenerator[Delta, None]:
+        """Stream deltas until one carries a finish_reason. Closing the iterator early cancels
+        the sequence and frees its slot within one decode step."""
+        ...
 
     def close(self) -> None: ...

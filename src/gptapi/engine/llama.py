@@ -1,140 +1,156 @@
-"""A llama.cpp engine: one memory-mapped model, one context, one request decoding at a time.
+"""The two llama.cpp engines and the factory that builds one from settings.
 
-llama.cpp calls run on a dedicated thread, never on the event loop. A ``Llama`` object is not
-safe to use from two threads at once, so requests take turns behind an asyncio lock; the time
-spent waiting for it is the request's queue time.
+- ``batched`` (default): one context whose scheduler decodes every slot's sequence in one batch.
+- ``pool``: several one-slot contexts over the same mmap'd weights, kept for comparison. Its
+  width is capped at the thread budget: llama.cpp threads spin-wait, so more decode threads than
+  cores was seen to cut decode speed 5-10x.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncGenerator
+from contextlib import suppress
 
-import llama_cpp
-
-from gptapi.engine.base import Completion, FinishReason, ModelInfo, SamplingParams
-from gptapi.engine.output import OutputText
-from gptapi.errors import ContextLengthExceeded, ModelFileError
-from gptapi.modelfile import ModelSource
+from gptapi.config import Settings
+from gptapi.engine.base import Delta, EngineError, ModelInfo, SamplingParams
+from gptapi.engine.model import LlamaModel
+from gptapi.engine.scheduler import Scheduler, Sequence
+from gptapi.modelfile import inspect_gguf, resolve_model
 
 log = logging.getLogger("gptapi.engine")
 
 
 class LlamaEngine:
-    def __init__(self, source: ModelSource, *, n_ctx: int, n_threads: int, n_batch: int) -> None:
-        try:
-            self._llm = llama_cpp.Llama(
-                model_path=str(source.path),
-                n_ctx=n_ctx,
-                n_batch=min(n_batch, n_ctx),
-                n_threads=n_threads,
-                n_threads_batch=n_threads,
-                use_mmap=True,
-                verbose=False,
-            )
-        except ValueError as exc:
-            raise ModelFileError(f"{source.path}: llama.cpp could not load it ({exc})") from None
-        self._vocab = self._llm._model.vocab
-        meta = self._llm.metadata
-        model = self._llm._model
+    """Dispatches each request to the least-loaded scheduler and streams its deltas back."""
+
+    def __init__(self, model: LlamaModel, schedulers: list[Scheduler]) -> None:
+        self._model = model
+        self._schedulers = schedulers
+        self._load = [0] * len(schedulers)  # touched only on the event loop
+        meta = model.summary.metadata
+        name = meta.get("general.name")
+        template = meta.get("tokenizer.chat_template")
         self._info = ModelInfo(
-            id=meta.get("general.name") or source.path.stem,
-            path=source.path,
-            size_bytes=source.path.stat().st_size,
-            origin=source.origin.value,
-            n_ctx=self._llm.n_ctx(),
-            chat_template=meta.get("tokenizer.chat_template") or None,
-            bos_token=model.token_get_text(self._llm.token_bos()),
-            eos_token=model.token_get_text(self._llm.token_eos()),
+            id=name if isinstance(name, str) and name else model.path.stem,
+            path=model.path,
+            size_bytes=model.summary.actual_size,
+            origin=model.source.origin.value,
+            n_ctx=min(s.n_ctx_per_slot for s in schedulers),
+            chat_template=template if isinstance(template, str) and template else None,
+            bos_token=model.bos_text,
+            eos_token=model.eos_text,
         )
-        self._lock = asyncio.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-decode")
 
     @property
     def info(self) -> ModelInfo:
         return self._info
 
-    def _tokenize(self, prompt: str) -> list[int]:
-        # Tokenizing reads only the vocabulary, so it may run beside a decode.
-        tokens: list[int] = self._llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
-        return tokens
+    @property
+    def slots(self) -> int:
+        return sum(s.slots for s in self._schedulers)
 
-    async def count_tokens(self, prompt: str) -> int:
-        return len(await asyncio.to_thread(self._tokenize, prompt))
+    def tokenize(self, text: str) -> list[int]:
+        return self._model.tokenize(text)
 
-    async def complete(self, prompt: str, params: SamplingParams) -> Completion:
-        tokens = await asyncio.to_thread(self._tokenize, prompt)
-        if len(tokens) + params.max_tokens > self._info.n_ctx:
-            raise ContextLengthExceeded(
-                f"prompt ({len(tokens)} tokens) + max_tokens ({params.max_tokens}) exceeds the "
-                f"context window ({self._info.n_ctx} tokens)"
-            )
-        enqueued = time.perf_counter()
-        cancel = threading.Event()
-        async with self._lock:
-            queue_s = time.perf_counter() - enqueued
-            job = asyncio.get_running_loop().run_in_executor(
-                self._executor, self._decode, tokens, params, cancel
-            )
-            try:
-                text, finish, n_out, ttft_s, total_s = await asyncio.shield(job)
-            except asyncio.CancelledError:
-                # Keep the lock until the decode thread notices, so the next request
-                # never shares the context with this one.
-                cancel.set()
-                await asyncio.wait([job])
-                raise
-        return Completion(
-            text=text,
-            finish_reason=finish,
-            prompt_tokens=len(tokens),
-            completion_tokens=n_out,
-            queue_s=queue_s,
-            ttft_s=ttft_s,
-            total_s=queue_s + total_s,
-        )
+    async def generate(
+        self, tokens: list[int], params: SamplingParams
+    ) -> AsyncGenerator[Delta, None]:
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[Delta | EngineError] = asyncio.Queue()
 
-    def _decode(
-        self, tokens: list[int], params: SamplingParams, cancel: threading.Event
-    ) -> tuple[str, FinishReason, int, float | None, float]:
-        start = time.perf_counter()
-        llm = self._llm
-        llm.set_seed(llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed)
-        out = OutputText(params.stop, skip_leading_whitespace=params.skip_leading_whitespace)
-        finish: FinishReason = "length"
-        n_out = 0
-        ttft_s: float | None = None
-        generator = llm.generate(
-            tokens,
-            temp=params.temperature,
-            top_p=params.top_p,
-            top_k=0,
-            min_p=0.0,
-            repeat_penalty=1.0,
-        )
-        for token in generator:
-            if ttft_s is None:
-                ttft_s = time.perf_counter() - start
-            if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                finish = "stop"
-                break
-            n_out += 1
-            out.feed(llm.detokenize([token]))
-            if out.stopped:
-                finish = "stop"
-                break
-            if n_out >= params.max_tokens:
-                break
-            if cancel.is_set():
-                finish = "cancelled"
-                break
-        generator.close()
-        out.finish()
-        return out.text, finish, n_out, ttft_s, time.perf_counter() - start
+        def emit(item: Delta | EngineError) -> None:
+            # RuntimeError: the loop is gone (shutdown) and nobody waits for this sequence.
+            with suppress(RuntimeError):
+                loop.call_soon_threadsafe(inbox.put_nowait, item)
+
+        index = min(range(len(self._schedulers)), key=self._load.__getitem__)
+        seq = Sequence(tokens, params, emit)
+        self._load[index] += 1
+        self._schedulers[index].submit(seq)
+        try:
+            while True:
+                item = await inbox.get()
+                if isinstance(item, EngineError):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            # Consumer gone (finished, disconnected, timed out): the scheduler frees the slot
+            # at its next step.
+            seq.cancelled = True
+            self._load[index] -= 1
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        self._llm.close()
+        for scheduler in self._schedulers:
+            scheduler.close()
+        self._model.close()
+
+
+def load_engine(settings: Settings) -> LlamaEngine:
+    source = resolve_model(settings)
+    summary = inspect_gguf(source.path)
+    log.info(
+        "model: %s (%.1f MiB, GGUF v%d, %d tensors) from %s",
+        source.path,
+        summary.actual_size / 2**20,
+        summary.version,
+        summary.tensor_count,
+        source.origin.value,
+    )
+    model = LlamaModel(source, summary, use_mmap=settings.use_mmap)
+    try:
+        schedulers = _build_schedulers(model, settings)
+    except Exception:
+        model.close()
+        raise
+    engine = LlamaEngine(model, schedulers)
+    log.info(
+        "engine: %s, %d slot(s) x %d tokens of context, %d thread(s)",
+        settings.engine,
+        engine.slots,
+        engine.info.n_ctx,
+        settings.n_threads,
+    )
+    return engine
+
+
+def _build_schedulers(model: LlamaModel, settings: Settings) -> list[Scheduler]:
+    if settings.engine == "batched":
+        return [
+            Scheduler(
+                model,
+                slots=settings.slots,
+                n_ctx_per_slot=settings.n_ctx,
+                n_threads=settings.n_threads,
+                n_batch=settings.n_batch,
+            )
+        ]
+    workers = min(settings.slots, settings.n_threads)
+    built: list[Scheduler] = []
+    if workers < settings.slots:
+        log.warning(
+            "pool engine: %d slots asked, %d contexts built (one per thread, %d threads)",
+            settings.slots,
+            workers,
+            settings.n_threads,
+        )
+    try:
+        for i in range(workers):
+            built.append(
+                Scheduler(
+                    model,
+                    slots=1,
+                    n_ctx_per_slot=settings.n_ctx,
+                    n_threads=settings.n_threads // workers,
+                    n_batch=settings.n_batch,
+                    name=f"pool-{i}",
+                )
+            )
+    except Exception:
+        for scheduler in built:
+            scheduler.close()
+        raise
+    return built

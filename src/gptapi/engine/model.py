@@ -1,0 +1,100 @@
+"""One llama.cpp model, memory-mapped once per process, plus what every context needs from it:
+tokenizing, token pieces, end-of-generation tokens, and llama.cpp's log routed into ``logging``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from pathlib import Path
+
+import llama_cpp
+
+from gptapi.errors import ModelFileError
+from gptapi.modelfile import GgufSummary, ModelSource
+
+log = logging.getLogger("gptapi.llama")
+
+# ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5.
+_LEVELS = {3: logging.WARNING, 4: logging.ERROR}
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+@llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+def _forward_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+    # llama.cpp logs every tensor and buffer at INFO; keep warnings and errors only.
+    py_level = _LEVELS.get(level)
+    if py_level is not None:
+        log.log(py_level, "%s", text.decode("utf-8", errors="replace").rstrip())
+
+
+def _init_backend() -> None:
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            llama_cpp.llama_log_set(_forward_llama_log, ctypes.c_void_p(0))
+            llama_cpp.llama_backend_init()
+            _backend_ready = True
+
+
+class LlamaModel:
+    """Weights shared by every context of the process (mmap: one copy in RAM)."""
+
+    def __init__(self, source: ModelSource, summary: GgufSummary, *, use_mmap: bool = True) -> None:
+        _init_backend()
+        params = llama_cpp.llama_model_default_params()
+        params.use_mmap = use_mmap
+        params.n_gpu_layers = 0
+        self.source = source
+        self.summary = summary
+        self.ptr = llama_cpp.llama_model_load_from_file(str(source.path).encode(), params)
+        if not self.ptr:
+            raise ModelFileError(f"{source.path}: llama.cpp could not load this model")
+        self.vocab = llama_cpp.llama_model_get_vocab(self.ptr)
+        self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(self.ptr))
+
+    @property
+    def path(self) -> Path:
+        return self.source.path
+
+    def token_text(self, token: int) -> str:
+        raw: bytes = llama_cpp.llama_vocab_get_text(self.vocab, token)
+        return raw.decode("utf-8", errors="replace")
+
+    @property
+    def bos_text(self) -> str:
+        return self.token_text(llama_cpp.llama_vocab_bos(self.vocab))
+
+    @property
+    def eos_text(self) -> str:
+        return self.token_text(llama_cpp.llama_vocab_eos(self.vocab))
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokens with BOS (as the vocabulary asks) and special tokens parsed. Reads only the
+        vocabulary, so it is safe beside a running decode."""
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        while True:
+            buf = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, capacity, True, True)
+            if n >= 0:
+                return list(buf[:n])
+            capacity = -n
+
+    def piece(self, token: int) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    def close(self) -> None:
+        if self.ptr:
+            llama_cpp.llama_model_free(self.ptr)
+            self.ptr = None

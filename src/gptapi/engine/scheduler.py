@@ -1,0 +1,285 @@
+"""Continuous batching: one llama.cpp context, one thread, many sequences per ``llama_decode``.
+
+Each step puts the next token of every decoding sequence and prompt chunks of newly admitted
+sequences into one batch, decodes it once, samples each sequence with its own sampler, and frees
+finished or cancelled sequences' KV cells before the next step. The thread owns the context:
+nothing else touches it, so no lock is needed around llama.cpp.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp
+
+from gptapi.engine.base import Delta, EngineError, FinishReason, SamplingParams
+from gptapi.engine.model import LlamaModel
+from gptapi.engine.output import OutputText
+
+log = logging.getLogger("gptapi.scheduler")
+
+Emit = Callable[[Delta | EngineError], None]
+_IDLE_POLL_S = 0.1
+
+
+@dataclass(eq=False)
+class Sequence:
+    prompt: list[int]
+    params: SamplingParams
+    emit: Emit
+    out: OutputText = field(init=False)
+    seq_id: int = -1
+    fed: int = 0  # prompt tokens already in the KV cache
+    pos: int = 0  # position of the next token fed
+    next_token: int | None = None  # sampled, to be fed in the next step
+    n_out: int = 0
+    batch_index: int = -1  # where this sequence's logits are in the current batch
+    sampler: Any = None
+    # Set from the event loop; read by the scheduler thread at the start of each step.
+    cancelled: bool = False
+
+    def __post_init__(self) -> None:
+        self.out = OutputText(
+            self.params.stop, skip_leading_whitespace=self.params.skip_leading_whitespace
+        )
+
+
+def _make_sampler(params: SamplingParams) -> Any:
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    if params.temperature <= 0:
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        return chain
+    # top-k first: it shrinks a 262k-token vocabulary before the costlier top-p sort.
+    if params.top_k > 0:
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
+    if params.top_p < 1.0:
+        llama_cpp.llama_sampler_chain_add(
+            chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1)
+        )
+    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
+    seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed
+    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
+    return chain
+
+
+class Scheduler:
+    def __init__(
+        self,
+        model: LlamaModel,
+        *,
+        slots: int,
+        n_ctx_per_slot: int,
+        n_threads: int,
+        n_batch: int,
+        name: str = "scheduler",
+    ) -> None:
+        self.model = model
+        self.slots = slots
+        self.n_batch = n_batch
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = slots * n_ctx_per_slot
+        params.n_batch = n_batch
+        params.n_ubatch = min(n_batch, 512)
+        params.n_seq_max = slots
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads
+        # One KV stream per slot: every slot is guaranteed its n_ctx_per_slot cells, and RAM is
+        # fixed up front instead of growing with load.
+        params.kv_unified = False
+        # Sliding-window layers keep only their window, not the full context: far less RAM.
+        params.swa_full = False
+        self.ctx = llama_cpp.llama_init_from_model(model.ptr, params)
+        if not self.ctx:
+            raise EngineError(f"llama.cpp could not create a context of {params.n_ctx} tokens")
+        self.n_ctx_per_slot = int(llama_cpp.llama_n_ctx_seq(self.ctx))
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._free_ids = list(range(slots))
+        self._active: list[Sequence] = []
+        self._inbox: queue.SimpleQueue[Sequence] = queue.SimpleQueue()
+        self._waiting: list[Sequence] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, seq: Sequence) -> None:
+        self._inbox.put(seq)
+
+    # --- scheduler thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._take_new(block=not self._active)
+                self._drop_cancelled()
+                if self._active:
+                    self._step()
+            except Exception as exc:  # keep serving: fail what was running, not the process
+                log.exception("scheduler step failed; failing %d sequences", len(self._active))
+                for seq in list(self._active):
+                    self._finish_with_error(seq, f"generation failed: {exc}")
+        for seq in self._active + self._waiting:
+            self._release(seq)
+            seq.emit(Delta("", seq.n_out, "cancelled"))
+
+    def _take_new(self, block: bool) -> None:
+        if block and not self._waiting:
+            try:
+                self._waiting.append(self._inbox.get(timeout=_IDLE_POLL_S))
+            except queue.Empty:
+                return
+        while True:
+            try:
+                self._waiting.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        while self._waiting and self._free_ids:
+            seq = self._waiting.pop(0)
+            if seq.cancelled:
+                seq.emit(Delta("", 0, "cancelled"))
+                continue
+            seq.seq_id = self._free_ids.pop(0)
+            seq.sampler = _make_sampler(seq.params)
+            self._active.append(seq)
+
+    def _drop_cancelled(self) -> None:
+        for seq in [s for s in self._active if s.cancelled]:
+            self._release(seq)
+            seq.emit(Delta("", seq.n_out, "cancelled"))
+
+    def _release(self, seq: Sequence) -> None:
+        """Free the sequence's KV cells, sampler and slot id."""
+        if seq in self._active:
+            self._active.remove(seq)
+        if seq.seq_id >= 0:
+            llama_cpp.llama_memory_seq_rm(self.memory, seq.seq_id, -1, -1)
+            self._free_ids.append(seq.seq_id)
+            seq.seq_id = -1
+        if seq.sampler is not None:
+            llama_cpp.llama_sampler_free(seq.sampler)
+            seq.sampler = None
+
+    def _finish_with_error(self, seq: Sequence, message: str) -> None:
+        self._release(seq)
+        seq.emit(EngineError(message))
+
+    def _fill_batch(self) -> list[Sequence]:
+        batch, n = self.batch, 0
+        in_batch: list[Sequence] = []
+
+        def put(token: int, seq: Sequence, logits: bool) -> None:
+            nonlocal n
+            batch.token[n] = token
+            batch.pos[n] = seq.pos
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = seq.seq_id
+            batch.logits[n] = logits
+            seq.pos += 1
+            n += 1
+
+        for seq in self._active:
+            if seq.next_token is not None:
+                seq.batch_index = n
+                put(seq.next_token, seq, True)
+                seq.next_token = None
+                in_batch.append(seq)
+        # Prompts fill what the decoding tokens leave, in arrival order; a long prompt is
+        # spread over several steps so it never stalls the others for more than one batch.
+        for seq in self._active:
+            budget = self.n_batch - n
+            if budget <= 0:
+                break
+            if seq.fed >= len(seq.prompt):
+                continue
+            chunk = seq.prompt[seq.fed : seq.fed + budget]
+            for token in chunk:
+                put(token, seq, False)
+            seq.fed += len(chunk)
+            if seq.fed == len(seq.prompt):
+                batch.logits[n - 1] = True
+                seq.batch_index = n - 1
+            else:
+                seq.batch_index = -1
+            in_batch.append(seq)
+        batch.n_tokens = n
+        return in_batch
+
+    def _step(self) -> None:
+        in_batch = self._fill_batch()
+        if not in_batch:
+            return
+        ret = llama_cpp.llama_decode(self.ctx, self.batch)
+        if ret != 0:
+            self._on_decode_failure(ret, in_batch)
+            return
+        for seq in in_batch:
+            if seq.batch_index >= 0:
+                token = llama_cpp.llama_sampler_sample(seq.sampler, self.ctx, seq.batch_index)
+                self._advance(seq, token)
+
+    def _advance(self, seq: Sequence, token: int) -> None:
+        finish: FinishReason | None = None
+        text = ""
+        if self.model.is_end_of_generation(token):
+            finish = "stop"
+        else:
+            seq.n_out += 1
+            text = seq.out.feed(self.model.piece(token))
+            if seq.out.stopped:
+                finish = "stop"
+            elif seq.n_out >= seq.params.max_tokens:
+                finish = "length"
+            else:
+                seq.next_token = token
+        if finish is not None:
+            text += seq.out.finish()
+            self._release(seq)
+        seq.emit(Delta(text, seq.n_out, finish))
+
+    def _on_decode_failure(self, ret: int, in_batch: list[Sequence]) -> None:
+        if ret in (1, -1):
+            # The KV state was rolled back: fail the newcomers (or the newest) and retry the
+            # rest next step. Every decoding sequence that stays must re-feed its token.
+            prefilling = [s for s in in_batch if s.n_out == 0]
+            victims = prefilling or [in_batch[-1]]
+            log.error("llama_decode returned %d; failing %d sequence(s)", ret, len(victims))
+            for seq in in_batch:
+                if seq not in victims:
+                    self._rewind(seq)
+            for seq in victims:
+                self._finish_with_error(seq, f"llama_decode failed ({ret}) for this request")
+            return
+        # Aborted or fatal: what was processed stays in the cache; nothing in it can be trusted.
+        log.error(
+            "llama_decode returned %d; failing the %d sequences in the batch", ret, len(in_batch)
+        )
+        for seq in in_batch:
+            self._finish_with_error(seq, f"llama_decode failed ({ret}) for this request")
+
+    def _rewind(self, seq: Sequence) -> None:
+        # Undo what _fill_batch did for this sequence (the decode never happened).
+        if seq.n_out > 0:
+            seq.pos -= 1
+            seq.next_token = self._last_token_of(seq)
+        else:
+            seq.pos = 0
+            seq.fed = 0
+
+    def _last_token_of(self, seq: Sequence) -> int:
+        return int(self.batch.token[seq.batch_index])
+
+    # --- owner thread --------------------------------------------------------------------------
+
+    def close(self, timeout: float = 30) -> None:
+        self._stopping.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("scheduler thread did not stop in %.0f s; leaking its context", timeout)
+            return
+        llama_cpp.llama_batch_free(self.batch)
+        llama_cpp.llama_free(self.ctx)

@@ -1,0 +1,181 @@
+"""Admission control and the one code path from a request into the engine.
+
+``slots`` requests decode at once; up to ``max_queue`` more wait in FIFO order; beyond that a
+request is refused at once with 503 and ``Retry-After`` instead of piling up. A request that
+cannot fit a slot's context is refused before it queues. Every request has a wall-clock limit,
+queue time included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass
+
+from gptapi.engine import Engine, EngineError, FinishReason, SamplingParams
+from gptapi.errors import ContextLengthExceeded, GenerationFailed, RequestTimeout, ServerBusy
+
+log = logging.getLogger("gptapi.pool")
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    queue_s: float
+    ttft_s: float | None  # from arrival to the first generated token
+    total_s: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        decode_s = self.total_s - (self.ttft_s or 0.0)
+        if self.completion_tokens <= 1 or decode_s <= 0:
+            return 0.0
+        # The first token's time is queue + prompt processing; the rate covers those after it.
+        return (self.completion_tokens - 1) / decode_s
+
+
+class Admission:
+    """A FIFO semaphore with a bounded queue, whose occupancy can be read at any time."""
+
+    def __init__(self, slots: int, max_queue: int) -> None:
+        self.slots = slots
+        self.max_queue = max_queue
+        self.busy = 0
+        self.draining = False
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._service_s = 1.0  # moving average of slot hold time, for Retry-After
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    def retry_after_s(self) -> int:
+        # Roughly when a slot frees up for the queue ahead, at least 1 s.
+        waves = (self.queued + 1) / self.slots
+        return max(1, math.ceil(self._service_s * waves))
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[float]:
+        """Hold a slot for the block; yields the seconds spent queuing."""
+        enqueued = time.perf_counter()
+        await self._acquire()
+        acquired = time.perf_counter()
+        try:
+            yield acquired - enqueued
+        finally:
+            held = time.perf_counter() - acquired
+            self._service_s = 0.8 * self._service_s + 0.2 * held
+            self._release()
+
+    async def _acquire(self) -> None:
+        if self.draining:
+            raise ServerBusy("server is shutting down", self.retry_after_s())
+        if self.busy < self.slots and not self._waiters:
+            self.busy += 1
+            return
+        if len(self._waiters) >= self.max_queue:
+            raise ServerBusy(
+                f"server busy: {self.busy} requests decoding and {self.queued} queued "
+                f"(limit {self.max_queue}); retry later",
+                self.retry_after_s(),
+            )
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # _release hands its slot over: busy is unchanged
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._release()  # handed a slot just as we were cancelled: pass it on
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.busy -= 1
+
+    def drain(self) -> None:
+        """Stop admitting: queued requests get 503 now, new ones at once."""
+        self.draining = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(ServerBusy("server is shutting down", self.retry_after_s()))
+
+
+class InferencePool:
+    def __init__(self, engine: Engine, *, max_queue: int, request_timeout_s: float) -> None:
+        self.engine = engine
+        self.admission = Admission(engine.slots, max_queue)
+        self.request_timeout_s = request_timeout_s
+
+    async def tokens_for(self, prompt: str, params: SamplingParams) -> list[int]:
+        """Tokenize and refuse, before queuing, what no slot could hold."""
+        tokens = await asyncio.to_thread(self.engine.tokenize, prompt)
+        n_ctx = self.engine.info.n_ctx
+        if len(tokens) + params.max_tokens > n_ctx:
+            raise ContextLengthExceeded(
+                f"prompt ({len(tokens)} tokens) + max_tokens ({params.max_tokens}) exceeds the "
+                f"context window of a slot ({n_ctx} tokens)"
+            )
+        return tokens
+
+    async def complete(self, prompt: str, params: SamplingParams, *, request_id: str) -> Completion:
+        arrived = time.perf_counter()
+        tokens = await self.tokens_for(prompt, params)
+        parts: list[str] = []
+        n_out = 0
+        finish: FinishReason = "length"
+        ttft_s: float | None = None
+        queue_s = 0.0
+        try:
+            async with (
+                asyncio.timeout(self.request_timeout_s),
+                self.admission.slot() as queue_s,
+                aclosing(self.engine.generate(tokens, params)) as deltas,
+            ):
+                async for delta in deltas:
+                    if ttft_s is None:
+                        ttft_s = time.perf_counter() - arrived
+                    parts.append(delta.text)
+                    n_out = delta.completion_tokens
+                    if delta.finish_reason is not None:
+                        finish = delta.finish_reason
+        except TimeoutError:
+            log.warning(
+                "request %s ended: timeout after %.1f s (%d tokens generated)",
+                request_id,
+                self.request_timeout_s,
+                n_out,
+            )
+            raise RequestTimeout(
+                f"request exceeded the {self.request_timeout_s:g} s time limit"
+            ) from None
+        except EngineError as exc:
+            log.error("request %s ended: engine error: %s", request_id, exc)
+            raise GenerationFailed(str(exc)) from None
+        return Completion(
+            text="".join(parts),
+            finish_reason=finish,
+            prompt_tokens=len(tokens),
+            completion_tokens=n_out,
+            queue_s=queue_s,
+            ttft_s=ttft_s,
+            total_s=time.perf_counter() - arrived,
+        )
+
+    def close(self) -> None:
+        self.admission.drain()
+        self.engine.close()

@@ -1,0 +1,139 @@
+"""Admission, cancellation and shutdown against live servers on the real model."""
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import LiveServer, start_server, stop_server
+
+LONG = {"prompt": "Write a long story about a dragon and a knight.", "max_tokens": 1000}
+
+
+@pytest.fixture(scope="module")
+def one_slot_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = start_server(
+        tmp_path_factory.mktemp("one-slot"),
+        env={"GPTAPI_SLOTS": "1", "GPTAPI_MAX_QUEUE": "1", "GPTAPI_REQUEST_TIMEOUT_S": "60"},
+    )
+    yield server
+    stop_server(server)
+
+
+def in_background(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["result"] = fn()
+        except Exception as exc:
+            out["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
+def wait_for(server: LiveServer, busy: int, queued: int, within_s: float = 10) -> None:
+    deadline = time.monotonic() + within_s
+    with server.client(key=None) as c:
+        while time.monotonic() < deadline:
+            state = c.get("/ready").json()
+            if (state["busy_slots"], state["queued"]) == (busy, queued):
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"server never reached busy={busy} queued={queued}: {state}")
+
+
+def abandon_after(server: LiveServer, seconds: float) -> Callable[[], Any]:
+    """A long request whose client gives up (closes the connection) after `seconds`."""
+
+    def call() -> Any:
+        with server.client(timeout=seconds) as c:
+            return c.post("/generate-text", json=LONG)
+
+    return call
+
+
+def test_full_queue_is_refused_at_once_with_503_and_retry_after(
+    one_slot_server: LiveServer,
+) -> None:
+    a = in_background(abandon_after(one_slot_server, 4))
+    wait_for(one_slot_server, busy=1, queued=0)
+    b = in_background(abandon_after(one_slot_server, 4))
+    wait_for(one_slot_server, busy=1, queued=1)
+    with one_slot_server.client() as c:
+        refused = c.post("/generate-text", json={"prompt": "Hi", "max_tokens": 2})
+    assert refused.status_code == 503
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.json()["error"]["code"] == "server_busy"
+    for thread, out in (a, b):
+        thread.join(30)
+        assert isinstance(out.get("error"), httpx.ReadTimeout)
+    # Both abandoned requests gave their slot and queue place back.
+    wait_for(one_slot_server, busy=0, queued=0)
+
+
+def test_a_disconnected_client_frees_its_slot_for_the_next_request(
+    one_slot_server: LiveServer,
+) -> None:
+    thread, out = in_background(abandon_after(one_slot_server, 1.5))
+    wait_for(one_slot_server, busy=1, queued=0)
+    thread.join(30)
+    assert isinstance(out.get("error"), httpx.ReadTimeout)
+    # The abandoned request asked for 1000 tokens with a 60 s limit: only cancellation frees
+    # the slot this soon.
+    wait_for(one_slot_server, busy=0, queued=0, within_s=5)
+    with one_slot_server.client() as c:
+        follow_up = c.post("/generate-text", json={"prompt": "Hello", "max_tokens": 2})
+    assert follow_up.status_code == 200
+    assert "client disconnected" in one_slot_server.log.read_text()
+
+
+def test_request_past_its_time_limit_gets_504_and_frees_its_slot(tmp_path: Path) -> None:
+    server = start_server(tmp_path, env={"GPTAPI_SLOTS": "1", "GPTAPI_REQUEST_TIMEOUT_S": "1.5"})
+    try:
+        with server.client() as c:
+            r = c.post("/generate-text", json=LONG)
+            assert r.status_code == 504
+            assert r.json()["error"]["code"] == "request_timeout"
+            wait_for(server, busy=0, queued=0, within_s=5)
+            assert (
+                c.post("/generate-text", json={"prompt": "Hi", "max_tokens": 2}).status_code == 200
+            )
+        assert "timeout after 1.5 s" in server.log.read_text()
+    finally:
+        stop_server(server)
+
+
+def test_sigterm_refuses_queued_requests_and_lets_running_ones_finish(tmp_path: Path) -> None:
+    server = start_server(
+        tmp_path,
+        env={"GPTAPI_SLOTS": "1", "GPTAPI_MAX_QUEUE": "4", "GPTAPI_SHUTDOWN_GRACE_S": "60"},
+    )
+
+    def short_story() -> httpx.Response:
+        with server.client() as c:
+            return c.post("/generate-text", json={**LONG, "max_tokens": 60})
+
+    running = in_background(short_story)
+    wait_for(server, busy=1, queued=0)
+    queued = in_background(short_story)
+    wait_for(server, busy=1, queued=1)
+    server.proc.send_signal(signal.SIGTERM)
+    queued[0].join(30)
+    running[0].join(60)
+    assert queued[1]["result"].status_code == 503
+    assert "shutting down" in queued[1]["result"].json()["error"]["message"]
+    finished = running[1]["result"]
+    assert finished.status_code == 200
+    assert finished.json()["usage"]["completion_tokens"] == 60
+    # uvicorn re-raises the signal after a clean shutdown, so the exit status is "killed by
+    # SIGTERM", which systemd and Kubernetes treat as a normal stop.
+    assert server.proc.wait(30) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in server.log.read_text()
