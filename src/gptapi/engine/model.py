@@ -24,10 +24,14 @@ _backend_ready = False
 
 @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
 def _forward_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
-    # llama.cpp logs every tensor and buffer at INFO; keep warnings and errors only.
+    # llama.cpp logs every tensor at INFO; keep warnings, errors, and the buffer sizes (weights,
+    # KV cache, compute) that tell an operator where the RAM goes.
+    message = text.decode("utf-8", errors="replace").rstrip()
     py_level = _LEVELS.get(level)
+    if py_level is None and level == 2 and "buffer size" in message:
+        py_level = logging.INFO
     if py_level is not None:
-        log.log(py_level, "%s", text.decode("utf-8", errors="replace").rstrip())
+        log.log(py_level, "%s", message)
 
 
 def _init_backend() -> None:

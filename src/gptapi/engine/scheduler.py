@@ -86,6 +86,10 @@ class Scheduler:
         params.n_batch = n_batch
         params.n_ubatch = min(n_batch, 512)
         params.n_seq_max = slots
+        # Each step wants logits for at most one token per sequence. Left at 0, llama.cpp sizes
+        # the compute buffer for a whole ubatch of logits (512 x 262k vocab = 512 MiB here).
+        params.n_outputs_max = slots
+        params.n_outputs_max_per_seq = 1
         params.n_threads = n_threads
         params.n_threads_batch = n_threads
         # One KV stream per slot: every slot is guaranteed its n_ctx_per_slot cells, and RAM is

@@ -1,0 +1,426 @@
+"""Engine comparison: aggregate output tokens/s, latency and time to first token at several
+concurrency levels, for gptapi's batched engine, its pool engine, a one-at-a-time baseline and,
+when given, llama.cpp's own C++ ``llama-server`` — same model, same threads, one run.
+
+    python -m bench.engines --users 1,4,10,40 --llama-server /path/to/llama-server
+
+Closed loop: each simulated user sends its next request when its last one ends; every request
+has a distinct prompt; temperature 0; a fixed number of new tokens. Not a test: nothing asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+API_KEY = "bench-key-0123456789abcdef"
+SUBJECTS = [
+    "a lighthouse keeper",
+    "a lost robot",
+    "a clever fox",
+    "an old sailor",
+    "a young baker",
+    "a sleepy dragon",
+    "a brave mouse",
+    "a city pigeon",
+    "a retired astronaut",
+    "a kind giant",
+    "a curious otter",
+    "a street musician",
+    "a night-shift nurse",
+    "a tiny snail",
+    "a grumpy cat",
+    "a forgetful wizard",
+    "a mountain goat",
+    "a river ferryman",
+    "a chess champion",
+    "a beekeeper",
+]
+TWISTS = [
+    "who finds a map",
+    "who learns to whistle",
+    "who misses the last train",
+    "who plants a strange seed",
+    "who meets a talking stone",
+    "who builds a tiny boat",
+]
+
+
+def prompt(i: int) -> str:
+    """Distinct short prompts (about 15-20 tokens): no two requests share one."""
+    subject = SUBJECTS[i % len(SUBJECTS)]
+    twist = TWISTS[(i // len(SUBJECTS)) % len(TWISTS)]
+    return f"Request {i}. Here is a short story about {subject} {twist}. Once upon a time,"
+
+
+@dataclass
+class Record:
+    users: int
+    user: int
+    status: int
+    latency_s: float
+    ttft_s: float | None
+    completion_tokens: int
+
+
+@dataclass
+class Level:
+    users: int
+    requests: int
+    errors: int
+    wall_s: float
+    output_tokens: int
+    tok_per_s: float
+    latency_p50_s: float
+    latency_p95_s: float
+    ttft_p50_s: float | None
+    ttft_p95_s: float | None
+    rss_mib: float
+    rss_anon_mib: float
+    rss_file_mib: float
+
+
+@dataclass
+class Target:
+    name: str
+    command: list[str]
+    kind: str  # "gptapi" or "llama-server"
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def proc_memory(pid: int) -> dict[str, float]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+async def one_request(
+    client: httpx.AsyncClient, target: Target, i: int, new_tokens: int
+) -> tuple[int, float | None, int]:
+    start = time.perf_counter()
+    if target.kind == "gptapi":
+        r = await client.post(
+            "/generate-text",
+            json={"prompt": prompt(i), "max_tokens": new_tokens, "temperature": 0},
+        )
+        if r.status_code != 200:
+            return r.status_code, None, 0
+        body = r.json()
+        ttft_ms = body["timings"]["time_to_first_token_ms"]
+        return 200, None if ttft_ms is None else ttft_ms / 1000, body["usage"]["completion_tokens"]
+    r = await client.post(
+        "/completion",
+        json={
+            "prompt": prompt(i),
+            "n_predict": new_tokens,
+            "temperature": 0,
+            "cache_prompt": False,
+        },
+    )
+    latency = time.perf_counter() - start
+    if r.status_code != 200:
+        return r.status_code, None, 0
+    body = r.json()
+    t = body["timings"]
+    # llama-server reports no arrival-to-first-token time; take the latency minus the time spent
+    # producing the tokens after the first.
+    ttft = latency - (t["predicted_ms"] - t["predicted_per_token_ms"]) / 1000
+    return 200, ttft, int(body["tokens_predicted"])
+
+
+async def run_level(
+    base_url: str,
+    target: Target,
+    pid: int,
+    users: int,
+    per_user: int,
+    new_tokens: int,
+    first_index: int,
+) -> tuple[Level, list[Record]]:
+    records: list[Record] = []
+    peak: dict[str, float] = {"VmRSS": 0.0, "RssAnon": 0.0, "RssFile": 0.0}
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        while not done.is_set():
+            for k, v in proc_memory(pid).items():
+                peak[k] = max(peak[k], v)
+            await asyncio.sleep(0.25)
+
+    async def user(u: int, client: httpx.AsyncClient) -> None:
+        for k in range(per_user):
+            start = time.perf_counter()
+            status, ttft, n = await one_request(
+                client, target, first_index + u * per_user + k, new_tokens
+            )
+            records.append(Record(users, u, status, time.perf_counter() - start, ttft, n))
+
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    limits = httpx.Limits(max_connections=users + 4)
+    async with httpx.AsyncClient(
+        base_url=base_url, headers=headers, timeout=3600, limits=limits
+    ) as c:
+        sampler = asyncio.create_task(sample())
+        t0 = time.perf_counter()
+        await asyncio.gather(*(user(u, c) for u in range(users)))
+        wall = time.perf_counter() - t0
+        done.set()
+        await sampler
+    ok = [r for r in records if r.status == 200]
+    ttfts = [r.ttft_s for r in ok if r.ttft_s is not None]
+    tokens = sum(r.completion_tokens for r in ok)
+    level = Level(
+        users=users,
+        requests=len(records),
+        errors=len(records) - len(ok),
+        wall_s=wall,
+        output_tokens=tokens,
+        tok_per_s=tokens / wall,
+        latency_p50_s=percentile([r.latency_s for r in ok], 0.5),
+        latency_p95_s=percentile([r.latency_s for r in ok], 0.95),
+        ttft_p50_s=percentile(ttfts, 0.5) if ttfts else None,
+        ttft_p95_s=percentile(ttfts, 0.95) if ttfts else None,
+        rss_mib=peak["VmRSS"],
+        rss_anon_mib=peak["RssAnon"],
+        rss_file_mib=peak["RssFile"],
+    )
+    return level, records
+
+
+def wait_ready(base_url: str, kind: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    path = "/ready" if kind == "gptapi" else "/health"
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{kind} exited early; see {log}")
+        try:
+            if httpx.get(base_url + path, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{kind} not ready in 900 s; see {log}")
+
+
+def run_target(
+    target: Target, users_levels: list[int], per_user: dict[int, int], new_tokens: int, logs: Path
+) -> list[Level]:
+    port = free_port()
+    log = logs / f"{target.name}.log"
+    cmd = [c.replace("{port}", str(port)) for c in target.command]
+    env = {**os.environ, **target.env}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    base_url = f"http://127.0.0.1:{port}"
+    levels: list[Level] = []
+    try:
+        wait_ready(base_url, target.kind, proc, log)
+        # Warm-up: fault the weights in and build compute graphs before anything is timed.
+        asyncio.run(run_level(base_url, target, proc.pid, 1, 1, new_tokens, 10_000))
+        index = 0
+        for users in users_levels:
+            level, _ = asyncio.run(
+                run_level(base_url, target, proc.pid, users, per_user[users], new_tokens, index)
+            )
+            index += users * per_user[users]
+            levels.append(level)
+            print(format_row(target.name, level), flush=True)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return levels
+
+
+def format_row(name: str, lv: Level) -> str:
+    ttft = (
+        f"{lv.ttft_p50_s:.2f} / {lv.ttft_p95_s:.2f}"
+        if lv.ttft_p50_s is not None and lv.ttft_p95_s is not None
+        else "n/a"
+    )
+    return (
+        f"| {name} | {lv.users} | {lv.requests} | {lv.errors} | {lv.tok_per_s:.1f} | "
+        f"{lv.latency_p50_s:.2f} / {lv.latency_p95_s:.2f} | {ttft} | "
+        f"{lv.rss_mib:.0f} | {lv.rss_anon_mib:.0f} | {lv.rss_file_mib:.0f} |"
+    )
+
+
+HEADER = (
+    "| engine | users | requests | errors | output tok/s | latency p50 / p95 (s) | "
+    "TTFT p50 / p95 (s) | peak RSS MiB | peak anon MiB | peak file MiB |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def targets(args: argparse.Namespace) -> list[Target]:
+    gptapi = [sys.executable, "-m", "gptapi.cli", "serve", "--port", "{port}"]
+    base_env = {
+        "GPTAPI_API_KEYS": API_KEY,
+        "GPTAPI_N_THREADS": str(args.threads),
+        "GPTAPI_N_CTX": str(args.ctx),
+        "GPTAPI_MAX_QUEUE": "1000",
+        "GPTAPI_REQUEST_TIMEOUT_S": "3600",
+        "GPTAPI_LOG_LEVEL": "warning",
+    }
+    if args.model:
+        base_env["GPTAPI_MODEL_PATH"] = str(args.model)
+    out = [
+        Target(
+            "gptapi one-at-a-time (slots 1)",
+            gptapi,
+            "gptapi",
+            {**base_env, "GPTAPI_ENGINE": "batched", "GPTAPI_SLOTS": "1"},
+        ),
+        Target(
+            f"gptapi pool ({args.threads} contexts)",
+            gptapi,
+            "gptapi",
+            {**base_env, "GPTAPI_ENGINE": "pool", "GPTAPI_SLOTS": str(args.threads)},
+        ),
+    ]
+    out += [
+        Target(
+            f"gptapi batched (slots {s})",
+            gptapi,
+            "gptapi",
+            {**base_env, "GPTAPI_ENGINE": "batched", "GPTAPI_SLOTS": str(s)},
+        )
+        for s in args.slots
+    ]
+    if args.llama_server:
+        model = str(args.model or _embedded_model())
+        for np_ in args.server_np:
+            out.append(
+                Target(
+                    f"llama-server -np {np_}",
+                    [
+                        str(args.llama_server),
+                        "-m",
+                        model,
+                        "-t",
+                        str(args.threads),
+                        "-np",
+                        str(np_),
+                        "-c",
+                        str(args.ctx * np_),
+                        "--port",
+                        "{port}",
+                        "--host",
+                        "127.0.0.1",
+                        "--no-webui",
+                    ],
+                    "llama-server",
+                )
+            )
+    return out
+
+
+def _embedded_model() -> Path:
+    from gptapi.modelfile import embedded_model_path
+
+    return embedded_model_path()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.engines",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", type=Path, help="GGUF file (default: the embedded model)")
+    parser.add_argument("--users", default="1,4,10,40", help="concurrency levels")
+    parser.add_argument(
+        "--requests-per-user",
+        default="1:5,4:3,10:3,40:1",
+        help="users:requests pairs; levels not listed send 1 request per user",
+    )
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ctx", type=int, default=512, help="context per slot")
+    parser.add_argument("--slots", default="16", help="slot counts for the batched engine")
+    parser.add_argument("--llama-server", type=Path, help="llama-server binary to compare with")
+    parser.add_argument("--server-np", default="1,10,16", help="llama-server -np values")
+    parser.add_argument("--only", help="comma-separated substrings of engine names to run")
+    parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    args = parser.parse_args(argv)
+    args.slots = [int(s) for s in args.slots.split(",")]
+    args.server_np = [int(s) for s in args.server_np.split(",")]
+    users_levels = [int(u) for u in args.users.split(",")]
+    per_user = {u: 1 for u in users_levels}
+    for pair in args.requests_per_user.split(","):
+        u, _, k = pair.partition(":")
+        per_user[int(u)] = int(k)
+    model_name = (args.model or _embedded_model()).name
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = args.out / f"engines-{stamp}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(HEADER, flush=True)
+    results: dict[str, list[dict[str, Any]]] = {}
+    chosen = targets(args)
+    if args.only:
+        keys = args.only.split(",")
+        chosen = [t for t in chosen if any(k in t.name for k in keys)]
+    for target in chosen:
+        levels = run_target(target, users_levels, per_user, args.new_tokens, out_dir)
+        results[target.name] = [asdict(lv) for lv in levels]
+    meta = {
+        "date": stamp,
+        "command": "python -m bench.engines "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
+        "model": model_name,
+        "new_tokens": args.new_tokens,
+        "threads": args.threads,
+        "ctx_per_slot": args.ctx,
+    }
+    (out_dir / "engines.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    lines = [
+        f"# Engine comparison — {model_name}",
+        "",
+        *(f"- {k}: `{v}`" if k == "command" else f"- {k}: {v}" for k, v in meta.items()),
+        "",
+        HEADER,
+    ]
+    for name, levels in results.items():
+        lines += [format_row(name, Level(**lv)) for lv in levels]
+    (out_dir / "engines.md").write_text("\n".join(lines) + "\n")
+    print(f"\nwrote {out_dir}/engines.md and engines.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
