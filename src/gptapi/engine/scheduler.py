@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp
+import numpy as np
 
 from gptapi.engine.base import Delta, EngineError, FinishReason, SamplingParams
 from gptapi.engine.model import LlamaModel
@@ -50,10 +51,11 @@ class Sequence:
 
 
 def _make_sampler(params: SamplingParams) -> Any:
-    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    """A llama.cpp sampler chain, or None for greedy decoding (argmax in numpy is ~10x cheaper
+    than llama_sampler_sample, which copies the whole 262k-entry vocabulary per call)."""
     if params.temperature <= 0:
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
-        return chain
+        return None
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     # top-k first: it shrinks a 262k-token vocabulary before the costlier top-p sort.
     if params.top_k > 0:
         llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
@@ -92,16 +94,19 @@ class Scheduler:
         params.n_outputs_max_per_seq = 1
         params.n_threads = n_threads
         params.n_threads_batch = n_threads
-        # One KV stream per slot: every slot is guaranteed its n_ctx_per_slot cells, and RAM is
-        # fixed up front instead of growing with load.
-        params.kv_unified = False
+        # One KV buffer shared by all slots: attention over one stream is much faster than over
+        # one stream per slot (47 -> 69 tok/s at 10 users here). Every slot still gets its
+        # n_ctx_per_slot cells: admission bounds each request to that, and the buffer holds
+        # slots x n_ctx_per_slot. RAM is fixed up front instead of growing with load.
+        params.kv_unified = True
         # Sliding-window layers keep only their window, not the full context: far less RAM.
         params.swa_full = False
         self.ctx = llama_cpp.llama_init_from_model(model.ptr, params)
         if not self.ctx:
             raise EngineError(f"llama.cpp could not create a context of {params.n_ctx} tokens")
-        self.n_ctx_per_slot = int(llama_cpp.llama_n_ctx_seq(self.ctx))
+        self.n_ctx_per_slot = n_ctx_per_slot
         self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(model.vocab))
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._free_ids = list(range(slots))
         self._active: list[Sequence] = []
@@ -223,8 +228,13 @@ class Scheduler:
             return
         for seq in in_batch:
             if seq.batch_index >= 0:
-                token = llama_cpp.llama_sampler_sample(seq.sampler, self.ctx, seq.batch_index)
-                self._advance(seq, token)
+                self._advance(seq, self._sample(seq))
+
+    def _sample(self, seq: Sequence) -> int:
+        if seq.sampler is None:
+            logits = llama_cpp.llama_get_logits_ith(self.ctx, seq.batch_index)
+            return int(np.ctypeslib.as_array(logits, shape=(self.n_vocab,)).argmax())
+        return int(llama_cpp.llama_sampler_sample(seq.sampler, self.ctx, seq.batch_index))
 
     def _advance(self, seq: Sequence, token: int) -> None:
         finish: FinishReason | None = None
