@@ -238,6 +238,7 @@ def run_target(
     target: Target, users_levels: list[int], per_user: dict[int, int], new_tokens: int, logs: Path
 ) -> list[Level]:
     port = free_port()
+    logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{target.name}.log"
     cmd = [c.replace("{port}", str(port)) for c in target.command]
     env = {**os.environ, **target.env}
@@ -349,6 +350,13 @@ def targets(args: argparse.Namespace) -> list[Target]:
     return out
 
 
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return platform.processor() or "unknown CPU"
+
+
 def _embedded_model() -> Path:
     from gptapi.modelfile import embedded_model_path
 
@@ -395,13 +403,13 @@ def main(argv: list[str] | None = None) -> int:
         keys = args.only.split(",")
         chosen = [t for t in chosen if any(k in t.name for k in keys)]
     for target in chosen:
-        levels = run_target(target, users_levels, per_user, args.new_tokens, out_dir)
+        levels = run_target(target, users_levels, per_user, args.new_tokens, out_dir / "logs")
         results[target.name] = [asdict(lv) for lv in levels]
     meta = {
         "date": stamp,
         "command": "python -m bench.engines "
         + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, {platform.machine()}",
         "model": model_name,
         "new_tokens": args.new_tokens,
         "threads": args.threads,
