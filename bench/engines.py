@@ -241,7 +241,7 @@ def run_target(
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{target.name}.log"
     cmd = [c.replace("{port}", str(port)) for c in target.command]
-    env = {**os.environ, **target.env}
+    env = {**os.environ, "GPTAPI_LOG_DIR": str(logs / f"{target.name}-jsonl"), **target.env}
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     base_url = f"http://127.0.0.1:{port}"

@@ -38,11 +38,18 @@ def tokenizer(model_path: Path):  # type: ignore[no-untyped-def]
     return lambda text: llm.tokenize(text.encode(), add_bos=True, special=True)
 
 
+@pytest.fixture(autouse=True)
+def _logs_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process apps write their JSON-lines logs under the test's tmp dir, not the repo."""
+    monkeypatch.setenv("GPTAPI_LOG_DIR", str(tmp_path / "logs"))
+
+
 class LiveServer:
     def __init__(self, base_url: str, proc: subprocess.Popen[str], log: Path) -> None:
         self.base_url = base_url
         self.proc = proc
         self.log = log
+        self.log_dir = log.parent / "logs"
 
     def client(self, key: str | None = API_KEY, timeout: float = 120) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -52,7 +59,12 @@ class LiveServer:
 def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> LiveServer:
     port = free_port()
     log = tmp / f"server-{port}.log"
-    full_env = {**os.environ, "GPTAPI_API_KEYS": API_KEY, **(env or {})}
+    full_env = {
+        **os.environ,
+        "GPTAPI_API_KEYS": API_KEY,
+        "GPTAPI_LOG_DIR": str(tmp / "logs"),
+        **(env or {}),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "gptapi.cli", "serve", "--port", str(port), *args],
         env=full_env,

@@ -5,24 +5,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-import uuid
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gptapi.api import health, tasks
+from gptapi.api import health, metrics, tasks
 from gptapi.auth import KeyStore
 from gptapi.config import Settings
 from gptapi.engine import Engine
 from gptapi.errors import install_error_handlers
+from gptapi.memory import snapshot, snapshot_cost_s
+from gptapi.metrics import Metrics
+from gptapi.middleware import RequestContextMiddleware
 from gptapi.pool import InferencePool
+from gptapi.requestlog import JsonLinesLog
 
 log = logging.getLogger("gptapi")
 
 EngineFactory = Callable[[Settings], Engine]
-REQUEST_ID_HEADER = "X-Request-ID"
 
 
 def load_llama_engine(settings: Settings) -> Engine:
@@ -31,27 +34,20 @@ def load_llama_engine(settings: Settings) -> Engine:
     return load_engine(settings)
 
 
-class RequestIdMiddleware:
-    """Gives every request an id, visible to handlers and returned as a response header."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
+async def _sample_memory(app: FastAPI, memory_log: JsonLinesLog, every_s: float) -> None:
+    """memory.jsonl: one snapshot per interval, so RAM can be plotted over a stress test."""
+    while True:
+        snap = await asyncio.to_thread(snapshot)
+        pool: InferencePool | None = app.state.pool
+        memory_log.write(
+            {
+                "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "busy_slots": None if pool is None else pool.admission.busy,
+                "queued": None if pool is None else pool.admission.queued,
+                **snap.as_dict(),
+            }
+        )
+        await asyncio.sleep(every_s)
 
 
 def create_app(
@@ -77,9 +73,14 @@ def create_app(
                 on_fatal(message)
             return
         app.state.pool = InferencePool(
-            engine, max_queue=settings.max_queue, request_timeout_s=settings.request_timeout_s
+            engine,
+            max_queue=settings.max_queue,
+            request_timeout_s=settings.request_timeout_s,
+            min_free_bytes=settings.min_free_mb * 2**20,
+            metrics=app.state.metrics,
         )
-        log.info("ready: serving %s", engine.info.id)
+        cost_ms = await asyncio.to_thread(snapshot_cost_s, 20) * 1000
+        log.info("ready: serving %s (memory snapshot: %.2f ms each)", engine.info.id, cost_ms)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,17 +92,37 @@ def create_app(
                 file=sys.stderr,
                 flush=True,
             )
-        loader = asyncio.create_task(load_engine(app))
+        started_tracing = settings.tracemalloc and not tracemalloc.is_tracing()
+        if started_tracing:
+            tracemalloc.start()
+        logs = [
+            JsonLinesLog(
+                settings.log_dir / name,
+                max_bytes=settings.log_max_bytes,
+                backups=settings.log_backups,
+            )
+            for name in ("requests.jsonl", "memory.jsonl")
+        ]
+        app.state.request_log = logs[0]
+        tasks_ = [asyncio.create_task(load_engine(app))]
+        if settings.mem_sample_s > 0:
+            tasks_.append(asyncio.create_task(_sample_memory(app, logs[1], settings.mem_sample_s)))
         try:
             yield
         finally:
-            loader.cancel()
-            with suppress(asyncio.CancelledError):
-                await loader
+            for task in tasks_:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
             pool: InferencePool | None = app.state.pool
             app.state.pool = None
             if pool is not None:
                 pool.close()
+            app.state.request_log = None
+            for jsonl in logs:
+                jsonl.close()
+            if started_tracing:
+                tracemalloc.stop()
 
     app = FastAPI(
         title="gptapi",
@@ -113,10 +134,17 @@ def create_app(
     app.state.keys = keys
     app.state.pool = None
     app.state.load_error = None
+    app.state.request_log = None
+    app.state.metrics = Metrics()
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(tasks.router)
-    app.add_middleware(RequestIdMiddleware)
+    routers = (health.router, tasks.router, metrics.router)
+    for router in routers:
+        app.include_router(router)
+    # Metric labels use these templates; anything else is "other" (no label explosion).
+    app.state.route_paths = frozenset(
+        getattr(route, "path", "") for router in routers for route in router.routes
+    )
+    app.add_middleware(RequestContextMiddleware)
     return app
 
 

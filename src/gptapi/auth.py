@@ -97,7 +97,9 @@ def require_api_key(request: Request) -> str:
     key_id = store.verify(presented_key(request))
     if key_id is None:
         raise AuthenticationError("invalid API key")
-    request.state.key_id = key_id
+    record = getattr(request.state, "record", None)
+    if record is not None:
+        record.key_id = key_id
     return key_id
 
 

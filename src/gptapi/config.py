@@ -85,6 +85,32 @@ class Settings(BaseSettings):
         None, description="File with one SHA-256 hex digest of an API key per line."
     )
 
+    log_dir: Path = Field(
+        Path("logs"), description="Where requests.jsonl and memory.jsonl are written."
+    )
+    log_text: bool = Field(
+        False, description="Also log prompts and outputs in requests.jsonl (off: never logged)."
+    )
+    log_max_bytes: int = Field(
+        50 * 2**20, ge=2**16, le=2**40, description="Size at which a JSON-lines log rotates."
+    )
+    log_backups: int = Field(5, ge=0, le=1000, description="Rotated log files kept per log.")
+    mem_sample_s: float = Field(
+        1.0, ge=0, le=3600, description="Seconds between memory.jsonl samples (0 = off)."
+    )
+    min_free_mb: int = Field(
+        256,
+        ge=0,
+        le=2**24,
+        description="Refuse new requests (503) while the machine has less MemAvailable (0 = off).",
+    )
+    tracemalloc: bool = Field(
+        True, description="Trace Python heap allocations for the memory log (small overhead)."
+    )
+    metrics_public: bool = Field(
+        False, description="Serve /metrics without an API key (e.g. to a private scraper)."
+    )
+
     max_tokens_limit: int = Field(
         1024, ge=1, le=32768, description="Largest max_tokens a request may ask for."
     )

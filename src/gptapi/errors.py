@@ -49,8 +49,9 @@ class InputTooLarge(GptapiError):
 class ServerBusy(GptapiError):
     code = "server_busy"
 
-    def __init__(self, message: str, retry_after_s: int) -> None:
+    def __init__(self, message: str, retry_after_s: int, *, reason: str = "queue_full") -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+        self.reason = reason
 
 
 class RequestTimeout(GptapiError):
@@ -124,6 +125,9 @@ def error_response(
     code: str,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
+    record = getattr(request.state, "record", None)
+    if record is not None and record.end_reason is None:
+        record.end_reason = code
     body = error_body(type_=type_, message=message, code=code, request_id=request_id_of(request))
     return JSONResponse(body, status_code=status, headers=headers)
 

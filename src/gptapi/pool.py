@@ -16,9 +16,14 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
+from typing import NoReturn
+
+import psutil
 
 from gptapi.engine import Engine, EngineError, FinishReason, SamplingParams
 from gptapi.errors import ContextLengthExceeded, GenerationFailed, RequestTimeout, ServerBusy
+from gptapi.metrics import Metrics
+from gptapi.requestlog import RequestRecord
 
 log = logging.getLogger("gptapi.pool")
 
@@ -77,7 +82,7 @@ class Admission:
 
     async def _acquire(self) -> None:
         if self.draining:
-            raise ServerBusy("server is shutting down", self.retry_after_s())
+            raise ServerBusy("server is shutting down", self.retry_after_s(), reason="draining")
         if self.busy < self.slots and not self._waiters:
             self.busy += 1
             return
@@ -112,29 +117,74 @@ class Admission:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_exception(ServerBusy("server is shutting down", self.retry_after_s()))
+                waiter.set_exception(
+                    ServerBusy("server is shutting down", self.retry_after_s(), reason="draining")
+                )
 
 
 class InferencePool:
-    def __init__(self, engine: Engine, *, max_queue: int, request_timeout_s: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_queue: int,
+        request_timeout_s: float,
+        min_free_bytes: int = 0,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.engine = engine
         self.admission = Admission(engine.slots, max_queue)
         self.request_timeout_s = request_timeout_s
+        self.min_free_bytes = min_free_bytes
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.track_admission(
+                lambda: self.admission.busy, lambda: self.admission.queued, engine.slots
+            )
+
+    def _refuse(self, exc: ServerBusy | ContextLengthExceeded, reason: str) -> NoReturn:
+        if self.metrics is not None:
+            self.metrics.refusals.labels(reason).inc()
+        raise exc
+
+    def _guard_memory(self) -> None:
+        if not self.min_free_bytes:
+            return
+        available = psutil.virtual_memory().available
+        if available < self.min_free_bytes:
+            self._refuse(
+                ServerBusy(
+                    f"low memory: {available // 2**20} MiB available, below the "
+                    f"{self.min_free_bytes // 2**20} MiB guard; retry later",
+                    self.admission.retry_after_s(),
+                    reason="low_memory",
+                ),
+                "low_memory",
+            )
 
     async def tokens_for(self, prompt: str, params: SamplingParams) -> list[int]:
         """Tokenize and refuse, before queuing, what no slot could hold."""
         tokens = await asyncio.to_thread(self.engine.tokenize, prompt)
         n_ctx = self.engine.info.n_ctx
         if len(tokens) + params.max_tokens > n_ctx:
-            raise ContextLengthExceeded(
-                f"prompt ({len(tokens)} tokens) + max_tokens ({params.max_tokens}) exceeds the "
-                f"context window of a slot ({n_ctx} tokens)"
+            self._refuse(
+                ContextLengthExceeded(
+                    f"prompt ({len(tokens)} tokens) + max_tokens ({params.max_tokens}) exceeds "
+                    f"the context window of a slot ({n_ctx} tokens)"
+                ),
+                "context_length",
             )
         return tokens
 
-    async def complete(self, prompt: str, params: SamplingParams, *, request_id: str) -> Completion:
+    async def complete(
+        self, prompt: str, params: SamplingParams, *, record: RequestRecord
+    ) -> Completion:
         arrived = time.perf_counter()
+        self._guard_memory()
         tokens = await self.tokens_for(prompt, params)
+        record.prompt_tokens = len(tokens)
+        record.busy_slots_at_admission = self.admission.busy
+        record.queue_depth_at_admission = self.admission.queued
         parts: list[str] = []
         n_out = 0
         finish: FinishReason = "length"
@@ -146,17 +196,21 @@ class InferencePool:
                 self.admission.slot() as queue_s,
                 aclosing(self.engine.generate(tokens, params)) as deltas,
             ):
+                record.queue_ms = queue_s * 1000
                 async for delta in deltas:
                     if ttft_s is None:
                         ttft_s = time.perf_counter() - arrived
+                        record.ttft_ms = ttft_s * 1000
                     parts.append(delta.text)
-                    n_out = delta.completion_tokens
+                    n_out = record.completion_tokens = delta.completion_tokens
                     if delta.finish_reason is not None:
                         finish = delta.finish_reason
+        except ServerBusy as exc:
+            self._refuse(exc, exc.reason)
         except TimeoutError:
             log.warning(
                 "request %s ended: timeout after %.1f s (%d tokens generated)",
-                request_id,
+                record.request_id,
                 self.request_timeout_s,
                 n_out,
             )
@@ -164,9 +218,11 @@ class InferencePool:
                 f"request exceeded the {self.request_timeout_s:g} s time limit"
             ) from None
         except EngineError as exc:
-            log.error("request %s ended: engine error: %s", request_id, exc)
+            log.error("request %s ended: engine error: %s", record.request_id, exc)
             raise GenerationFailed(str(exc)) from None
-        return Completion(
+        finally:
+            self._observe(record, queue_s, ttft_s, n_out)
+        result = Completion(
             text="".join(parts),
             finish_reason=finish,
             prompt_tokens=len(tokens),
@@ -175,6 +231,22 @@ class InferencePool:
             ttft_s=ttft_s,
             total_s=time.perf_counter() - arrived,
         )
+        record.end_reason = finish
+        record.tokens_per_s = result.tokens_per_s
+        return result
+
+    def _observe(
+        self, record: RequestRecord, queue_s: float, ttft_s: float | None, n_out: int
+    ) -> None:
+        if self.metrics is None or record.queue_ms is None:
+            return  # refused before admission: counted as a refusal only
+        m = self.metrics
+        m.queue_seconds.observe(queue_s)
+        if ttft_s is not None:
+            m.ttft_seconds.observe(ttft_s)
+        m.completion_tokens_per_request.observe(n_out)
+        m.prompt_tokens.inc(record.prompt_tokens or 0)
+        m.completion_tokens.inc(n_out)
 
     def close(self) -> None:
         self.admission.drain()

@@ -13,6 +13,7 @@ from gptapi.auth import ApiKeyId
 from gptapi.config import Settings
 from gptapi.limits import check_text_length, sampling_params
 from gptapi.pool import InferencePool
+from gptapi.requestlog import RequestRecord
 from gptapi.schemas import (
     AnswerRequest,
     ErrorResponse,
@@ -41,18 +42,20 @@ async def _run(
     pool: InferencePool,
     settings: Settings,
     body: SamplingFields,
+    task_name: str,
     task: prompts.TaskPrompt,
     user_stop: tuple[str, ...] = (),
 ) -> TaskResponse:
     params = sampling_params(
         settings, body, user_stop + task.stop, skip_leading_whitespace=task.skip_leading_whitespace
     )
-    request_id: str = request.state.request_id
-    result = await cancel_on_disconnect(
-        request, pool.complete(task.text, params, request_id=request_id)
-    )
+    record: RequestRecord = request.state.record
+    record.task = task_name
+    result = await cancel_on_disconnect(request, pool.complete(task.text, params, record=record))
+    if settings.log_text:
+        record.text = {"prompt": task.text, "output": result.text}
     return TaskResponse(
-        id=request_id,
+        id=record.request_id,
         model=pool.engine.info.id,
         text=result.text,
         finish_reason=result.finish_reason,
@@ -80,7 +83,7 @@ async def generate_text(
 ) -> TaskResponse:
     check_text_length(settings, prompt=body.prompt)
     task = prompts.generate_prompt(pool.engine.info, body.prompt)
-    return await _run(request, pool, settings, body, task, tuple(body.stop))
+    return await _run(request, pool, settings, body, "generate", task, tuple(body.stop))
 
 
 @router.post("/summarize-text", responses=ERROR_RESPONSES, summary="Summarize a text")
@@ -93,7 +96,7 @@ async def summarize_text(
 ) -> TaskResponse:
     check_text_length(settings, text=body.text)
     task = prompts.summarize_prompt(pool.engine.info, body.text, body.max_words)
-    return await _run(request, pool, settings, body, task)
+    return await _run(request, pool, settings, body, "summarize", task)
 
 
 @router.post(
@@ -110,4 +113,4 @@ async def answer_question(
 ) -> TaskResponse:
     check_text_length(settings, question=body.question, context=body.context)
     task = prompts.answer_prompt(pool.engine.info, body.question, body.context)
-    return await _run(request, pool, settings, body, task)
+    return await _run(request, pool, settings, body, "answer", task)

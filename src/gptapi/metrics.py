@@ -1,0 +1,90 @@
+"""Prometheus metrics (``GET /metrics``), one registry per app so tests and workers never share.
+
+Names follow Prometheus conventions: ``gptapi_`` prefix, base units (seconds, bytes), counters
+ending in ``_total``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gptapi.memory import snapshot
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640)
+_TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class _MemoryCollector(Collector):
+    """Reads the memory snapshot at scrape time, so the gauges are never stale."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "gptapi_process_memory_bytes",
+            "Process memory by kind (rss, rss_anon, rss_file, rss_shmem, rss_peak, pss, uss, "
+            "swap, tracemalloc_current, tracemalloc_peak)",
+            labels=["kind"],
+        )
+        snap = snapshot()
+        for name, value in snap.as_dict().items():
+            if value is not None and name != "system_available_bytes":
+                family.add_metric([name.removesuffix("_bytes")], float(value))
+        yield family
+        yield GaugeMetricFamily(
+            "gptapi_system_available_memory_bytes",
+            "MemAvailable of the machine",
+            value=float(snap.system_available_bytes),
+        )
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "gptapi_requests", "HTTP requests by route and status", ["route", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "gptapi_request_duration_seconds",
+            "End-to-end request latency",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "gptapi_queue_seconds", "Time waiting for a slot", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.ttft_seconds = Histogram(
+            "gptapi_time_to_first_token_seconds",
+            "From arrival to the first generated token",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.completion_tokens_per_request = Histogram(
+            "gptapi_completion_tokens_per_request",
+            "Generated tokens per request",
+            buckets=_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter("gptapi_prompt_tokens", "Prompt tokens processed", registry=r)
+        self.completion_tokens = Counter("gptapi_completion_tokens", "Tokens generated", registry=r)
+        self.refusals = Counter(
+            "gptapi_refusals",
+            "Requests refused before generation, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.busy_slots = Gauge("gptapi_busy_slots", "Requests decoding now", registry=r)
+        self.queue_depth = Gauge("gptapi_queue_depth", "Requests waiting for a slot", registry=r)
+        self.slots = Gauge("gptapi_slots", "Requests that can decode at once", registry=r)
+        r.register(_MemoryCollector())
+
+    def track_admission(
+        self, busy: Callable[[], int], queued: Callable[[], int], slots: int
+    ) -> None:
+        self.busy_slots.set_function(lambda: float(busy()))
+        self.queue_depth.set_function(lambda: float(queued()))
+        self.slots.set(slots)

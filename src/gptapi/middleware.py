@@ -1,0 +1,98 @@
+"""Per-request context: an id (also a response header), a record filled in along the way, the
+memory snapshot at start and end, and — once the response is sent — one JSON line in the request
+log plus the request metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gptapi.memory import MemorySnapshot, delta, snapshot
+from gptapi.requestlog import RequestRecord
+
+REQUEST_ID_HEADER = "x-request-id"
+# Probes and scrapes arrive every few seconds; log them only when they fail.
+_QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        record = RequestRecord(request_id=request_id, route=scope["path"], method=scope["method"])
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["record"] = record
+        app_state = scope["app"].state
+        started_at = time.time()
+        started = time.perf_counter()
+        quiet = scope["path"] in _QUIET_PATHS
+        # /proc reads cost ~0.5 ms and more with a big mapping: keep them off the event loop.
+        mem_start = None if quiet else await asyncio.to_thread(snapshot)
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            total_s = time.perf_counter() - started
+            metrics = getattr(app_state, "metrics", None)
+            route = self._route_label(scope, app_state)
+            if metrics is not None:
+                metrics.requests.labels(route, str(status)).inc()
+                metrics.request_seconds.labels(route).observe(total_s)
+            log = getattr(app_state, "request_log", None)
+            if log is not None and not (quiet and status < 400):
+                mem_end = await asyncio.to_thread(snapshot)
+                log.write(_entry(record, status, started_at, total_s, mem_start, mem_end))
+
+    @staticmethod
+    def _route_label(scope: Scope, app_state: Any) -> str:
+        # Label by route template, never raw path: unknown paths must not grow the series.
+        known: frozenset[str] = getattr(app_state, "route_paths", frozenset())
+        return scope["path"] if scope["path"] in known else "other"
+
+
+def _entry(
+    record: RequestRecord,
+    status: int,
+    started_at: float,
+    total_s: float,
+    mem_start: MemorySnapshot | None,
+    mem_end: MemorySnapshot,
+) -> dict[str, Any]:
+    fields = asdict(record)
+    text = fields.pop("text")
+    entry: dict[str, Any] = {
+        "timestamp": datetime.fromtimestamp(started_at, UTC).isoformat(timespec="milliseconds"),
+        **fields,
+        "status": status,
+        "total_ms": round(total_s * 1000, 3),
+        "memory_start": None if mem_start is None else mem_start.as_dict(),
+        "memory_end": mem_end.as_dict(),
+        "memory_delta": None if mem_start is None else delta(mem_start, mem_end),
+    }
+    if text:
+        entry["text"] = text
+    return entry

@@ -1,0 +1,68 @@
+"""JSON-lines logs: one line per request (``requests.jsonl``) and periodic memory samples
+(``memory.jsonl``), both size-capped and rotated.
+
+Writing never blocks the event loop and never fails a request: lines go through an in-memory
+queue to a writer thread (``logging``'s QueueHandler/QueueListener); a full disk or a bad file
+costs log lines, not requests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import queue
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class RequestRecord:
+    """Filled in as a request goes through the service; written once when it ends."""
+
+    request_id: str
+    route: str
+    method: str
+    key_id: str | None = None
+    task: str | None = None
+    end_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    queue_ms: float | None = None
+    ttft_ms: float | None = None
+    tokens_per_s: float | None = None
+    busy_slots_at_admission: int | None = None
+    queue_depth_at_admission: int | None = None
+    text: dict[str, str] = field(default_factory=dict)  # only with GPTAPI_LOG_TEXT=1
+
+
+class JsonLinesLog:
+    def __init__(self, path: Path, *, max_bytes: int, backups: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # A logger of our own (not propagated) so these lines never reach the console log.
+        self._logger = logging.getLogger(f"gptapi.jsonl.{path.resolve()}")
+        self._logger.propagate = False
+        self._logger.setLevel(logging.INFO)
+        self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True
+        )
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        self._queue_handler = logging.handlers.QueueHandler(self._queue)
+        self._logger.addHandler(self._queue_handler)
+        self._listener = logging.handlers.QueueListener(self._queue, handler)
+        self._listener.start()
+
+    def write(self, entry: dict[str, Any]) -> None:
+        try:
+            self._logger.info(json.dumps(entry, separators=(",", ":"), default=str))
+        except Exception:  # a log line is never worth a failed request
+            logging.getLogger("gptapi").debug("could not write a log line", exc_info=True)
+
+    def close(self) -> None:
+        self._listener.stop()  # flushes what is queued
+        self._logger.removeHandler(self._queue_handler)
+        for handler in self._listener.handlers:
+            handler.close()
