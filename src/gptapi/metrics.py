@@ -30,7 +30,7 @@ class _MemoryCollector(Collector):
         )
         snap = snapshot()
         for name, value in snap.as_dict().items():
-            if value is not None and name != "system_available_bytes":
+            if value is not None and name.endswith("_bytes") and name != "system_available_bytes":
                 family.add_metric([name.removesuffix("_bytes")], float(value))
         yield family
         yield GaugeMetricFamily(

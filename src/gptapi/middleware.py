@@ -39,8 +39,9 @@ class RequestContextMiddleware:
         started_at = time.time()
         started = time.perf_counter()
         quiet = scope["path"] in _QUIET_PATHS
-        # /proc reads cost ~0.5 ms and more with a big mapping: keep them off the event loop.
-        mem_start = None if quiet else await asyncio.to_thread(snapshot)
+        # Per request: the cheap fields now, PSS/USS as of the memory sampler's last reading
+        # (a fresh one walks every page table). Off the event loop all the same.
+        mem_start = None if quiet else await asyncio.to_thread(snapshot, fresh=False)
         status = 500
 
         async def send_with_id(message: Message) -> None:
@@ -64,7 +65,7 @@ class RequestContextMiddleware:
                 metrics.request_seconds.labels(route).observe(total_s)
             log = getattr(app_state, "request_log", None)
             if log is not None and not (quiet and status < 400):
-                mem_end = await asyncio.to_thread(snapshot)
+                mem_end = await asyncio.to_thread(snapshot, fresh=False)
                 log.write(_entry(record, status, started_at, total_s, mem_start, mem_end))
 
     @staticmethod
