@@ -294,6 +294,7 @@ def targets(args: argparse.Namespace) -> list[Target]:
         "GPTAPI_N_THREADS": str(args.threads),
         "GPTAPI_N_CTX": str(args.ctx),
         "GPTAPI_MAX_QUEUE": "1000",
+        "GPTAPI_RATE_LIMIT": "1000000/minute",
         "GPTAPI_REQUEST_TIMEOUT_S": "3600",
         "GPTAPI_LOG_LEVEL": "warning",
     }

@@ -63,6 +63,7 @@ def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Li
         **os.environ,
         "GPTAPI_API_KEYS": API_KEY,
         "GPTAPI_LOG_DIR": str(tmp / "logs"),
+        "GPTAPI_RATE_LIMIT": "100000/minute",
         **(env or {}),
     }
     proc = subprocess.Popen(

@@ -17,6 +17,7 @@ from gptapi.auth import KeyStore
 from gptapi.config import Settings
 from gptapi.engine import Engine
 from gptapi.errors import install_error_handlers
+from gptapi.limits import RateLimits
 from gptapi.memory import snapshot, snapshot_cost_s
 from gptapi.metrics import Metrics
 from gptapi.middleware import RequestContextMiddleware
@@ -142,6 +143,7 @@ def create_app(
     app.state.load_error = None
     app.state.request_log = None
     app.state.metrics = Metrics()
+    app.state.rate_limits = RateLimits(settings)
     install_error_handlers(app)
     routers = (health.router, tasks.router, metrics.router)
     for router in routers:
@@ -152,6 +154,14 @@ def create_app(
     )
     app.add_middleware(RequestContextMiddleware)
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for uvicorn worker processes (``--workers N``): settings from GPTAPI_* only."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return create_app(Settings())
 
 
 def begin_shutdown(app: FastAPI) -> None:

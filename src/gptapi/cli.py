@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
         "--ctx", type=int, help="context window in tokens (GPTAPI_N_CTX, default 4096)"
     )
     serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn worker processes, each with its own engine over the same mmap'd model; "
+        "threads and slots are per worker, threads split evenly (default 1)",
+    )
+    serve.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         help="log level (GPTAPI_LOG_LEVEL, default info)",
@@ -111,6 +118,8 @@ def serve(args: argparse.Namespace) -> int:
         app = create_app(settings, on_fatal=on_fatal)
     except (ModelFileError, ValueError, OSError) as exc:
         return _fail(getattr(exc, "message", None) or str(exc))
+    if args.workers > 1:
+        return _serve_workers(args, settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -123,6 +132,43 @@ def serve(args: argparse.Namespace) -> int:
     server = _DrainingServer(config, on_signal=lambda: begin_shutdown(app))
     server.run()
     return exit_code
+
+
+def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
+    """Several processes: each worker builds its app from GPTAPI_* variables, so the command
+    line and the split thread budget go through the environment."""
+    import os
+
+    from gptapi.auth import KeyStore
+
+    env = {
+        "GPTAPI_MODEL_PATH": str(settings.model_path) if settings.model_path else None,
+        "GPTAPI_N_CTX": str(settings.n_ctx),
+        "GPTAPI_LOG_LEVEL": settings.log_level,
+        # llama.cpp threads spin-wait: the workers share the cores, never oversubscribe them.
+        "GPTAPI_N_THREADS": str(max(1, settings.n_threads // args.workers)),
+    }
+    os.environ.update({k: v for k, v in env.items() if v is not None})
+    keys = KeyStore.from_settings(settings)
+    if keys.generated_key is not None:
+        # One key for all workers, printed once.
+        os.environ["GPTAPI_API_KEYS"] = keys.generated_key
+        print(
+            f"\nNo API key configured; generated one for this run:\n\n    {keys.generated_key}\n",
+            file=sys.stderr,
+            flush=True,
+        )
+    uvicorn.run(
+        "gptapi.app:create_app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=args.workers,
+        log_level=settings.log_level,
+        server_header=False,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

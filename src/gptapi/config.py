@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import psutil
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_FILE = "google_gemma-3-4b-it-Q8_0.gguf"
@@ -110,6 +110,25 @@ class Settings(BaseSettings):
     metrics_public: bool = Field(
         False, description="Serve /metrics without an API key (e.g. to a private scraper)."
     )
+
+    rate_limit: str = Field(
+        "120/minute",
+        description="Per-key limit on the generation routes, e.g. '120/minute' or "
+        "'10/second;600/hour' (slowapi/limits syntax).",
+    )
+    rate_limit_storage: str = Field(
+        "memory://",
+        description="Where rate-limit counters live: memory:// (one process) or redis://host:port "
+        "(shared by workers and replicas).",
+    )
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _valid_rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        parse_many(value)  # raises ValueError with the reason
+        return value
 
     max_tokens_limit: int = Field(
         1024, ge=1, le=32768, description="Largest max_tokens a request may ask for."

@@ -54,6 +54,10 @@ class ServerBusy(GptapiError):
         self.reason = reason
 
 
+class RateLimited(GptapiError):
+    code = "rate_limited"
+
+
 class RequestTimeout(GptapiError):
     code = "request_timeout"
 
@@ -87,6 +91,7 @@ ERROR_TABLE: dict[type[GptapiError], tuple[int, str]] = {
     InvalidRequest: (422, "invalid_request_error"),
     ModelNotReady: (503, "service_unavailable"),
     ServerBusy: (503, "service_unavailable"),
+    RateLimited: (429, "rate_limit_error"),
     RequestTimeout: (504, "timeout_error"),
     GenerationFailed: (500, "server_error"),
     # nginx's convention; the client is gone and never sees it, but logs and metrics do.

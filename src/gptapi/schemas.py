@@ -113,6 +113,7 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: Literal["ready"]
     model: str
+    engine: str = Field(description="batched or pool.")
     slots: int = Field(description="Requests that can decode at once.")
     busy_slots: int = Field(description="Requests decoding now.")
     queued: int = Field(description="Requests waiting for a slot.")

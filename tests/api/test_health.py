@@ -14,6 +14,7 @@ def test_health_and_ready_need_no_key(live_server: LiveServer) -> None:
     assert ready.json() == {
         "status": "ready",
         "model": "Gemma 3 270m",
+        "engine": "batched",
         "slots": 8,
         "busy_slots": 0,
         "queued": 0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gptapi.api.deps import PoolDep
+from gptapi.api.deps import PoolDep, SettingsDep
 from gptapi.schemas import ErrorResponse, Health, Ready
 
 router = APIRouter(tags=["health"])
@@ -20,11 +20,12 @@ async def health() -> Health:
     summary="Readiness: the model is loaded and requests can be served",
     responses={503: {"model": ErrorResponse, "description": "Model still loading"}},
 )
-async def ready(pool: PoolDep) -> Ready:
+async def ready(pool: PoolDep, settings: SettingsDep) -> Ready:
     admission = pool.admission
     return Ready(
         status="ready",
         model=pool.engine.info.id,
+        engine=settings.engine,
         slots=admission.slots,
         busy_slots=admission.busy,
         queued=admission.queued,

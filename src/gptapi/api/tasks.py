@@ -9,9 +9,8 @@ from fastapi import APIRouter, Request
 from gptapi import prompts
 from gptapi.api.cancel import cancel_on_disconnect
 from gptapi.api.deps import PoolDep, SettingsDep
-from gptapi.auth import ApiKeyId
 from gptapi.config import Settings
-from gptapi.limits import check_text_length, sampling_params
+from gptapi.limits import GenerationKey, check_text_length, sampling_params
 from gptapi.pool import InferencePool
 from gptapi.requestlog import RequestRecord
 from gptapi.schemas import (
@@ -29,6 +28,7 @@ router = APIRouter(tags=["tasks"])
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing, malformed or unknown API key"},
+    429: {"model": ErrorResponse, "description": "This key's rate limit is exhausted"},
     413: {"model": ErrorResponse, "description": "Input too long for the limits or context"},
     422: {"model": ErrorResponse, "description": "Invalid request body"},
     500: {"model": ErrorResponse, "description": "Generation failed for this request"},
@@ -77,7 +77,7 @@ async def _run(
 async def generate_text(
     body: GenerateRequest,
     request: Request,
-    _key: ApiKeyId,
+    _key: GenerationKey,
     pool: PoolDep,
     settings: SettingsDep,
 ) -> TaskResponse:
@@ -90,7 +90,7 @@ async def generate_text(
 async def summarize_text(
     body: SummarizeRequest,
     request: Request,
-    _key: ApiKeyId,
+    _key: GenerationKey,
     pool: PoolDep,
     settings: SettingsDep,
 ) -> TaskResponse:
@@ -107,7 +107,7 @@ async def summarize_text(
 async def answer_question(
     body: AnswerRequest,
     request: Request,
-    _key: ApiKeyId,
+    _key: GenerationKey,
     pool: PoolDep,
     settings: SettingsDep,
 ) -> TaskResponse:

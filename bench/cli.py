@@ -1,0 +1,191 @@
+"""``gptapi-bench``: stress-test a gptapi server.
+
+    gptapi-bench run --base-url http://127.0.0.1:8000 --api-key KEY --users 40 --requests-per-user 2
+    gptapi-bench matrix --users 10,40          # starts its own servers, one per configuration
+
+Every run ends by itself (``--time-cap``) and sends traffic to the given base URL only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.corpus import Corpus, parse_mix
+from bench.load import LoadConfig, LoadRun, find_server_pids, join_server_memory, server_log_path
+from bench.report import write_run
+
+
+def _add_load_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("GPTAPI_API_KEY"),
+        help="API key (default: $GPTAPI_API_KEY)",
+    )
+    p.add_argument(
+        "--requests-per-user",
+        type=int,
+        default=None,
+        help="requests each user sends (default 2 unless --duration)",
+    )
+    p.add_argument("--duration", type=float, default=None, help="run for S seconds instead")
+    p.add_argument(
+        "--mix",
+        default="generate=1,summarize=1,answer=1",
+        help="task weights, e.g. generate=2,answer=1",
+    )
+    p.add_argument("--max-tokens", type=int, default=32, help="max_tokens of every request")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="open loop: Poisson arrivals per second (default: closed loop)",
+    )
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="stream responses: client-side TTFT and inter-token latency",
+    )
+    p.add_argument("--timeout", type=float, default=600, help="per-request client timeout (s)")
+    p.add_argument("--time-cap", type=float, default=3600, help="hard end of the run (s)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="output folder (default bench/results/<timestamp>/)"
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="gptapi-bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = root.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="load one running server")
+    run.add_argument("--base-url", default="http://127.0.0.1:8000")
+    run.add_argument("--users", type=int, default=10, help="concurrent simulated users")
+    run.add_argument(
+        "--server-pid",
+        type=int,
+        default=None,
+        help="server pid for memory sampling (default: found by the port)",
+    )
+    run.add_argument(
+        "--server-log",
+        type=Path,
+        default=None,
+        help="server's log dir or requests.jsonl (default: found from the server)",
+    )
+    _add_load_options(run)
+    matrix = sub.add_parser("matrix", help="start servers per configuration and compare them")
+    matrix.add_argument("--users", default="10,40", help="user levels, e.g. 10,40,100")
+    matrix.add_argument(
+        "--configs",
+        default="batched,pool,workers2,nommap",
+        help="configurations to run (batched, pool, workers2, nommap)",
+    )
+    matrix.add_argument("--model", type=Path, default=None, help="GGUF (default: embedded)")
+    matrix.add_argument("--slots", type=int, default=16)
+    matrix.add_argument("--ctx", type=int, default=1024, help="context per slot")
+    matrix.add_argument("--threads", type=int, default=2)
+    matrix.add_argument("--note", default=None, help="a line for every header (e.g. twin model)")
+    _add_load_options(matrix)
+    return root
+
+
+def server_info(base_url: str) -> dict[str, Any]:
+    try:
+        info = httpx.get(f"{base_url}/ready", timeout=10).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def load_config(args: argparse.Namespace, base_url: str, api_key: str, users: int) -> LoadConfig:
+    per_user = args.requests_per_user
+    if per_user is None and args.duration is None:
+        per_user = 2
+    return LoadConfig(
+        base_url=base_url,
+        api_key=api_key,
+        users=users,
+        requests_per_user=per_user,
+        duration_s=args.duration,
+        mix=parse_mix(args.mix),
+        max_tokens=args.max_tokens,
+        rate=args.rate,
+        stream=args.stream,
+        timeout_s=args.timeout,
+        time_cap_s=args.time_cap,
+    )
+
+
+def execute(
+    config: LoadConfig,
+    out: Path,
+    *,
+    pids: list[int],
+    server_log: Path | None,
+    note: str | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, unit="req", disable=quiet, file=sys.stderr)
+
+    def progress(done: int, expected: int) -> None:
+        if expected and bar.total != expected:
+            bar.total = expected
+        bar.update(done - bar.n)
+
+    run = LoadRun(config, Corpus(), pids, on_progress=progress)
+    started = time.perf_counter()
+    asyncio.run(run.run())
+    wall = time.perf_counter() - started
+    bar.close()
+    join_server_memory(run.results, server_log_path(pids, server_log))
+    info = server_info(config.base_url)
+    if note:
+        info["note"] = note
+    return write_run(out, run, config, info, wall)
+
+
+def default_out() -> Path:
+    return Path("bench/results") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not args.api_key:
+        print("gptapi-bench: error: --api-key or GPTAPI_API_KEY is required", file=sys.stderr)
+        return 2
+    try:
+        parse_mix(args.mix)
+    except ValueError as exc:
+        print(f"gptapi-bench: error: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or default_out()
+    if args.command == "matrix":
+        from bench.matrix import run_matrix
+
+        return run_matrix(args, out)
+    pids = find_server_pids(args.base_url, args.server_pid)
+    config = load_config(args, args.base_url, args.api_key, args.users)
+    result = execute(config, out, pids=pids, server_log=args.server_log)
+    s = result["summary"]
+    print(
+        f"{s['ok']}/{s['requests']} ok, errors {s['errors'] or 'none'}, "
+        f"{s['output_tokens_per_s']:.1f} output tok/s; wrote {out}/output.txt"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

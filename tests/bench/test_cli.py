@@ -1,0 +1,86 @@
+"""gptapi-bench against a live server on the real embedded model."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import API_KEY, LiveServer, start_server, stop_server
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+REQUEST_LINE = re.compile(
+    r"^user=\s*\d+\s+task=\w+\s+input=\w+ status=(\S+) latency=(\d+)ms .*rss="
+)
+
+
+def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", "run", "--api-key", API_KEY, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def request_lines(output: Path) -> list[re.Match[str]]:
+    lines = output.read_text().splitlines()
+    return [m for line in lines if (m := REQUEST_LINE.match(line))]
+
+
+def test_ten_users_two_requests_each(live_server: LiveServer, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = run_bench(
+        "--base-url", live_server.base_url,
+        "--users", "10", "--requests-per-user", "2", "--max-tokens", "8",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = request_lines(out / "output.txt")
+    assert len(lines) == 20
+    assert all(m.group(1) == "200" and int(m.group(2)) > 0 for m in lines)
+    text = (out / "output.txt").read_text()
+    assert "errors by kind: none" in text
+    assert "# model: Gemma 3 270m" in text
+    assert "# engine: batched" in text
+    assert "RAM growth per added user" in text
+    raw = json.loads((out / "result.json").read_text())
+    assert len(raw["requests"]) == 20
+    assert len({(r["task"], r["input_id"]) for r in raw["requests"]}) == 20  # distinct inputs
+    assert sum(r["server_memory"] is not None for r in raw["requests"]) == 20  # joined by id
+    assert len(raw["memory_samples"]) >= 2
+    for png in ("latency.png", "memory.png"):
+        assert (out / png).read_bytes().startswith(PNG_SIGNATURE)
+    assert "![memory](memory.png)" in (out / "report.md").read_text()
+
+
+@pytest.fixture()
+def rate_limited_server(tmp_path: Path) -> LiveServer:
+    server = start_server(tmp_path, env={"GPTAPI_RATE_LIMIT": "3/minute"})
+    yield server  # type: ignore[misc]
+    stop_server(server)
+
+
+def test_429s_are_counted_as_their_own_error_kind(
+    rate_limited_server: LiveServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "limited"
+    result = run_bench(
+        "--base-url", rate_limited_server.base_url,
+        "--users", "2", "--requests-per-user", "3", "--max-tokens", "4",
+        "--mix", "answer=1", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    raw = json.loads((out / "result.json").read_text())
+    kinds = [r["error_kind"] for r in raw["requests"]]
+    assert kinds.count(None) == 3
+    assert kinds.count("rate_limited") == 3
+    assert "'rate_limited': 3" in (out / "output.txt").read_text()
+
+
+def test_unknown_task_in_mix_is_a_clear_error() -> None:
+    result = run_bench("--mix", "translate=1")
+    assert result.returncode == 2
+    assert "unknown task 'translate'" in result.stderr
