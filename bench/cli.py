@@ -163,7 +163,7 @@ def default_out() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if not args.api_key:
+    if args.command == "run" and not args.api_key:
         print("gptapi-bench: error: --api-key or GPTAPI_API_KEY is required", file=sys.stderr)
         return 2
     try:

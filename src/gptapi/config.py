@@ -73,6 +73,11 @@ class Settings(BaseSettings):
         le=8192,
         description="Most tokens per llama_decode step: decoding tokens first, then prompt chunks.",
     )
+    kv_unified: bool = Field(
+        True,
+        description="One KV buffer for all slots (fast attention with short contexts) instead of "
+        "one per slot (attention never scans other slots' cells: better with long prompts).",
+    )
     use_mmap: bool = Field(
         True, description="Memory-map the weights (shared page cache) instead of reading them."
     )

@@ -13,14 +13,14 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import NoReturn
 
 import psutil
 
-from gptapi.engine import Engine, EngineError, FinishReason, SamplingParams
+from gptapi.engine import Delta, Engine, EngineError, FinishReason, SamplingParams
 from gptapi.errors import ContextLengthExceeded, GenerationFailed, RequestTimeout, ServerBusy
 from gptapi.metrics import Metrics
 from gptapi.requestlog import RequestRecord
@@ -68,10 +68,12 @@ class Admission:
         return max(1, math.ceil(self._service_s * waves))
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[float]:
-        """Hold a slot for the block; yields the seconds spent queuing."""
+    async def slot(self, deadline: float | None = None) -> AsyncIterator[float]:
+        """Hold a slot for the block; yields the seconds spent queuing. Waiting ends with
+        TimeoutError at ``deadline`` (event-loop time)."""
         enqueued = time.perf_counter()
-        await self._acquire()
+        async with asyncio.timeout_at(deadline):
+            await self._acquire()
         acquired = time.perf_counter()
         try:
             yield acquired - enqueued
@@ -176,10 +178,15 @@ class InferencePool:
             )
         return tokens
 
-    async def complete(
+    async def stream(
         self, prompt: str, params: SamplingParams, *, record: RequestRecord
-    ) -> Completion:
+    ) -> AsyncGenerator[Delta | Completion, None]:
+        """The one path into the engine: yields each delta as the engine produces it, then the
+        Completion. Refusals (busy, low memory, too long) raise before the first delta."""
         arrived = time.perf_counter()
+        # A deadline, not asyncio.timeout around the body: the body yields to the consumer,
+        # and only our own waits may be cut short.
+        deadline = asyncio.get_running_loop().time() + self.request_timeout_s
         self._guard_memory()
         tokens = await self.tokens_for(prompt, params)
         record.prompt_tokens = len(tokens)
@@ -192,12 +199,15 @@ class InferencePool:
         queue_s = 0.0
         try:
             async with (
-                asyncio.timeout(self.request_timeout_s),
-                self.admission.slot() as queue_s,
+                self.admission.slot(deadline) as queue_s,
                 aclosing(self.engine.generate(tokens, params)) as deltas,
             ):
                 record.queue_ms = queue_s * 1000
-                async for delta in deltas:
+                while True:
+                    async with asyncio.timeout_at(deadline):
+                        delta = await anext(deltas, None)
+                    if delta is None:
+                        break
                     if ttft_s is None:
                         ttft_s = time.perf_counter() - arrived
                         record.ttft_ms = ttft_s * 1000
@@ -205,6 +215,7 @@ class InferencePool:
                     n_out = record.completion_tokens = delta.completion_tokens
                     if delta.finish_reason is not None:
                         finish = delta.finish_reason
+                    yield delta
         except ServerBusy as exc:
             self._refuse(exc, exc.reason)
         except TimeoutError:
@@ -233,7 +244,16 @@ class InferencePool:
         )
         record.end_reason = finish
         record.tokens_per_s = result.tokens_per_s
-        return result
+        yield result
+
+    async def complete(
+        self, prompt: str, params: SamplingParams, *, record: RequestRecord
+    ) -> Completion:
+        async with aclosing(self.stream(prompt, params, record=record)) as events:
+            async for event in events:
+                if isinstance(event, Completion):
+                    return event
+        raise GenerationFailed("generation ended without a result")  # pragma: no cover
 
     def _observe(
         self, record: RequestRecord, queue_s: float, ttft_s: float | None, n_out: int

@@ -29,6 +29,11 @@ class SamplingFields(BaseModel):
     seed: int | None = Field(
         None, ge=0, le=2**32 - 2, description="Seed for sampling; same seed, same output."
     )
+    stream: bool = Field(
+        False,
+        description="Send Server-Sent Events: a `data:` event per text chunk as it is "
+        "generated, a final event with finish_reason, usage and timings, then `data: [DONE]`.",
+    )
 
 
 class GenerateRequest(SamplingFields):

@@ -1,5 +1,6 @@
 """The task endpoints against the live server on the real embedded model."""
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -187,3 +188,34 @@ def test_openapi_documents_the_endpoints_with_examples(client: httpx.Client) -> 
     schemas = spec["components"]["schemas"]
     for name in ("GenerateRequest", "SummarizeRequest", "AnswerRequest"):
         assert schemas[name]["examples"]
+
+
+def test_streamed_text_arrives_in_chunks_and_equals_the_plain_response(
+    live_server: LiveServer, client: httpx.Client
+) -> None:
+    body = {"prompt": "Once upon a time, in a small village by the sea,", "max_tokens": 16}
+    plain = client.post("/generate-text", json=body).json()
+    chunks: list[str] = []
+    final: dict[str, Any] = {}
+    with client.stream("POST", "/generate-text", json={**body, "stream": True}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    for line in lines[:-1]:
+        event = json.loads(line[6:])
+        if event.get("usage"):
+            final = event
+        else:
+            chunks.append(event["text"])
+    assert len(chunks) > 1
+    assert "".join(chunks) == plain["text"]
+    assert final["finish_reason"] == "length"
+    assert final["usage"]["completion_tokens"] == 16
+    assert final["id"] == r.headers["x-request-id"]
+
+
+def test_streaming_refusal_is_a_plain_http_error(client: httpx.Client) -> None:
+    r = client.post("/generate-text", json={"prompt": "word " * 4000, "stream": True})
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "context_length_exceeded"

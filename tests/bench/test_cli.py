@@ -84,3 +84,22 @@ def test_unknown_task_in_mix_is_a_clear_error() -> None:
     result = run_bench("--mix", "translate=1")
     assert result.returncode == 2
     assert "unknown task 'translate'" in result.stderr
+
+
+def test_stream_mode_measures_first_token_and_inter_token_latency(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "stream"
+    result = run_bench(
+        "--base-url", live_server.base_url,
+        "--users", "2", "--requests-per-user", "1", "--max-tokens", "12",
+        "--mix", "generate=1", "--stream", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    raw = json.loads((out / "result.json").read_text())
+    assert [r["error_kind"] for r in raw["requests"]] == [None, None]
+    for r in raw["requests"]:
+        assert 0 < r["ttft_s"] < r["latency_s"]
+        assert len(r["inter_token_s"]) >= 5
+        assert r["completion_tokens"] == 12
+    assert "inter-token:" in (out / "output.txt").read_text()

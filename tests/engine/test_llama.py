@@ -1,12 +1,16 @@
 """Both llama.cpp engines on the real model, driven directly (no HTTP)."""
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from gptapi.config import Settings
 from gptapi.engine import SamplingParams
 from gptapi.engine.llama import LlamaEngine, load_engine
+from gptapi.engine.model import set_field
 from tests.engine.test_batching import KEYWORDS, prompt_for
 
 
@@ -51,3 +55,41 @@ def test_info_reports_the_per_slot_context_and_the_model() -> None:
         assert engine.info.bos_token == "<bos>"
     finally:
         engine.close()
+
+
+LOAD_AND_REPORT = """
+from gptapi.config import Settings
+from gptapi.engine.llama import load_engine
+from gptapi.memory import snapshot
+engine = load_engine(Settings(slots=1, n_ctx=256, use_mmap={use_mmap}))
+s = snapshot()
+print(s.rss_anon_bytes, s.rss_file_bytes)
+"""
+
+
+@pytest.mark.parametrize("use_mmap", [True, False])
+def test_use_mmap_decides_whether_weights_are_file_backed_or_anonymous(
+    use_mmap: bool, model_path: Path
+) -> None:
+    # A fresh process, so nothing else mapped the model before.
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_REPORT.format(use_mmap=use_mmap)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    anon, file_backed = map(int, result.stdout.split()[-2:])
+    weights = 0.8 * model_path.stat().st_size
+    if use_mmap:
+        assert file_backed >= weights
+    else:
+        assert anon >= weights
+        assert file_backed < weights
+
+
+def test_set_field_refuses_fields_the_struct_does_not_have() -> None:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_default_params()
+    with pytest.raises(AttributeError, match="use_mmap"):
+        set_field(params, "use_mmap", True)

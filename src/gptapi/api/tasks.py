@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
 
 from gptapi import prompts
 from gptapi.api.cancel import cancel_on_disconnect
 from gptapi.api.deps import PoolDep, SettingsDep
 from gptapi.config import Settings
+from gptapi.engine import Delta
+from gptapi.errors import GptapiError, error_body
 from gptapi.limits import GenerationKey, check_text_length, sampling_params
-from gptapi.pool import InferencePool
+from gptapi.pool import Completion, InferencePool
 from gptapi.requestlog import RequestRecord
 from gptapi.schemas import (
     AnswerRequest,
@@ -37,26 +42,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _run(
-    request: Request,
-    pool: InferencePool,
-    settings: Settings,
-    body: SamplingFields,
-    task_name: str,
-    task: prompts.TaskPrompt,
-    user_stop: tuple[str, ...] = (),
-) -> TaskResponse:
-    params = sampling_params(
-        settings, body, user_stop + task.stop, skip_leading_whitespace=task.skip_leading_whitespace
-    )
-    record: RequestRecord = request.state.record
-    record.task = task_name
-    result = await cancel_on_disconnect(request, pool.complete(task.text, params, record=record))
-    if settings.log_text:
-        record.text = {"prompt": task.text, "output": result.text}
+def _response(record: RequestRecord, model: str, result: Completion) -> TaskResponse:
     return TaskResponse(
         id=record.request_id,
-        model=pool.engine.info.id,
+        model=model,
         text=result.text,
         finish_reason=result.finish_reason,
         usage=Usage(
@@ -73,27 +62,113 @@ async def _run(
     )
 
 
-@router.post("/generate-text", responses=ERROR_RESPONSES, summary="Continue a prompt")
+async def _run(
+    request: Request,
+    pool: InferencePool,
+    settings: Settings,
+    body: SamplingFields,
+    task_name: str,
+    task: prompts.TaskPrompt,
+    user_stop: tuple[str, ...] = (),
+) -> TaskResponse | StreamingResponse:
+    params = sampling_params(
+        settings, body, user_stop + task.stop, skip_leading_whitespace=task.skip_leading_whitespace
+    )
+    record: RequestRecord = request.state.record
+    record.task = task_name
+    model = pool.engine.info.id
+    if body.stream:
+        events = pool.stream(task.text, params, record=record)
+        first = await cancel_on_disconnect(request, _first_event(events))
+        return StreamingResponse(
+            _sse(first, events, record, model, settings.log_text),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    result = await cancel_on_disconnect(request, pool.complete(task.text, params, record=record))
+    if settings.log_text:
+        record.text = {"prompt": task.text, "output": result.text}
+    return _response(record, model, result)
+
+
+async def _first_event(events: AsyncGenerator[Delta | Completion, None]) -> Delta | Completion:
+    """Run up to the first delta before answering, so refusals (busy, timeout in the queue)
+    are still proper HTTP errors rather than errors inside a 200 stream."""
+    try:
+        return await anext(events)
+    except BaseException:
+        await events.aclose()
+        raise
+
+
+async def _sse(
+    first: Delta | Completion,
+    events: AsyncGenerator[Delta | Completion, None],
+    record: RequestRecord,
+    model: str,
+    log_text: bool,
+) -> AsyncIterator[bytes]:
+    # Starlette cancels this generator when the client goes away; closing `events` then
+    # cancels the sequence, which frees its slot at the next decode step.
+    def event(data: dict[str, Any]) -> bytes:
+        return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+    try:
+        event_ = first
+        while True:
+            if isinstance(event_, Completion):
+                if log_text:
+                    record.text = {"output": event_.text}
+                final = _response(record, model, event_).model_dump()
+                yield event({**final, "text": ""})
+                break
+            if event_.text:
+                yield event({"id": record.request_id, "text": event_.text})
+            event_ = await anext(events)
+        yield b"data: [DONE]\n\n"
+    except GptapiError as exc:
+        record.end_reason = exc.code
+        yield event(
+            error_body(
+                type_="server_error", message=exc.message, code=exc.code,
+                request_id=record.request_id,
+            )
+        )  # fmt: skip
+    finally:
+        await events.aclose()
+
+
+@router.post(
+    "/generate-text",
+    response_model=TaskResponse,
+    responses=ERROR_RESPONSES,
+    summary="Continue a prompt",
+)
 async def generate_text(
     body: GenerateRequest,
     request: Request,
     _key: GenerationKey,
     pool: PoolDep,
     settings: SettingsDep,
-) -> TaskResponse:
+) -> TaskResponse | StreamingResponse:
     check_text_length(settings, prompt=body.prompt)
     task = prompts.generate_prompt(pool.engine.info, body.prompt)
     return await _run(request, pool, settings, body, "generate", task, tuple(body.stop))
 
 
-@router.post("/summarize-text", responses=ERROR_RESPONSES, summary="Summarize a text")
+@router.post(
+    "/summarize-text",
+    response_model=TaskResponse,
+    responses=ERROR_RESPONSES,
+    summary="Summarize a text",
+)
 async def summarize_text(
     body: SummarizeRequest,
     request: Request,
     _key: GenerationKey,
     pool: PoolDep,
     settings: SettingsDep,
-) -> TaskResponse:
+) -> TaskResponse | StreamingResponse:
     check_text_length(settings, text=body.text)
     task = prompts.summarize_prompt(pool.engine.info, body.text, body.max_words)
     return await _run(request, pool, settings, body, "summarize", task)
@@ -101,6 +176,7 @@ async def summarize_text(
 
 @router.post(
     "/answer-question",
+    response_model=TaskResponse,
     responses=ERROR_RESPONSES,
     summary="Answer a question, from the given context when there is one",
 )
@@ -110,7 +186,7 @@ async def answer_question(
     _key: GenerationKey,
     pool: PoolDep,
     settings: SettingsDep,
-) -> TaskResponse:
+) -> TaskResponse | StreamingResponse:
     check_text_length(settings, question=body.question, context=body.context)
     task = prompts.answer_prompt(pool.engine.info, body.question, body.context)
     return await _run(request, pool, settings, body, "answer", task)

@@ -126,6 +126,7 @@ def _build_schedulers(model: LlamaModel, settings: Settings) -> list[Scheduler]:
                 n_ctx_per_slot=settings.n_ctx,
                 n_threads=settings.n_threads,
                 n_batch=settings.n_batch,
+                kv_unified=settings.kv_unified,
             )
         ]
     workers = min(settings.slots, settings.n_threads)

@@ -43,14 +43,28 @@ def _init_backend() -> None:
             _backend_ready = True
 
 
+def set_field(struct: ctypes.Structure, name: str, value: object) -> None:
+    """Set a ctypes struct field, refusing names the struct does not have: a typo or a field
+    renamed between llama.cpp versions must fail loudly, not become a Python attribute."""
+    if name not in {f[0] for f in type(struct)._fields_}:
+        raise AttributeError(f"{type(struct).__name__} has no field {name!r}")
+    setattr(struct, name, value)
+
+
 class LlamaModel:
     """Weights shared by every context of the process (mmap: one copy in RAM)."""
 
     def __init__(self, source: ModelSource, summary: GgufSummary, *, use_mmap: bool = True) -> None:
         _init_backend()
         params = llama_cpp.llama_model_default_params()
-        params.use_mmap = use_mmap
-        params.n_gpu_layers = 0
+        # 0.3.36 has no use_mmap field (an assignment to it would be silently ignored by ctypes):
+        # the load mode says mmap, or plain reads into anonymous memory.
+        set_field(
+            params,
+            "load_mode",
+            llama_cpp.LLAMA_LOAD_MODE_MMAP if use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE,
+        )
+        set_field(params, "n_gpu_layers", 0)
         self.source = source
         self.summary = summary
         self.ptr = llama_cpp.llama_model_load_from_file(str(source.path).encode(), params)

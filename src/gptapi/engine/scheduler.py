@@ -19,7 +19,7 @@ import llama_cpp
 import numpy as np
 
 from gptapi.engine.base import Delta, EngineError, FinishReason, SamplingParams
-from gptapi.engine.model import LlamaModel
+from gptapi.engine.model import LlamaModel, set_field
 from gptapi.engine.output import OutputText
 
 log = logging.getLogger("gptapi.scheduler")
@@ -78,29 +78,30 @@ class Scheduler:
         n_ctx_per_slot: int,
         n_threads: int,
         n_batch: int,
+        kv_unified: bool = True,
         name: str = "scheduler",
     ) -> None:
         self.model = model
         self.slots = slots
         self.n_batch = n_batch
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = slots * n_ctx_per_slot
-        params.n_batch = n_batch
-        params.n_ubatch = min(n_batch, 512)
-        params.n_seq_max = slots
+        set_field(params, "n_ctx", slots * n_ctx_per_slot)
+        set_field(params, "n_batch", n_batch)
+        set_field(params, "n_ubatch", min(n_batch, 512))
+        set_field(params, "n_seq_max", slots)
         # Each step wants logits for at most one token per sequence. Left at 0, llama.cpp sizes
         # the compute buffer for a whole ubatch of logits (512 x 262k vocab = 512 MiB here).
-        params.n_outputs_max = slots
-        params.n_outputs_max_per_seq = 1
-        params.n_threads = n_threads
-        params.n_threads_batch = n_threads
-        # One KV buffer shared by all slots: attention over one stream is much faster than over
-        # one stream per slot (47 -> 69 tok/s at 10 users here). Every slot still gets its
-        # n_ctx_per_slot cells: admission bounds each request to that, and the buffer holds
-        # slots x n_ctx_per_slot. RAM is fixed up front instead of growing with load.
-        params.kv_unified = True
+        set_field(params, "n_outputs_max", slots)
+        set_field(params, "n_outputs_max_per_seq", 1)
+        set_field(params, "n_threads", n_threads)
+        set_field(params, "n_threads_batch", n_threads)
+        # Unified: one KV buffer shared by all slots; attention over one stream was much faster
+        # than over one stream per slot with short prompts (47 -> 69 tok/s at 10 users here).
+        # Every slot still gets its n_ctx_per_slot cells: admission bounds each request to that
+        # and the buffer holds slots x n_ctx_per_slot. Either way RAM is fixed up front.
+        set_field(params, "kv_unified", kv_unified)
         # Sliding-window layers keep only their window, not the full context: far less RAM.
-        params.swa_full = False
+        set_field(params, "swa_full", False)
         self.ctx = llama_cpp.llama_init_from_model(model.ptr, params)
         if not self.ctx:
             raise EngineError(f"llama.cpp could not create a context of {params.n_ctx} tokens")
