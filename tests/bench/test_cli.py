@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image
 import pytest
 
 from tests.conftest import API_KEY, LiveServer, start_server, stop_server
@@ -53,6 +54,8 @@ def test_ten_users_two_requests_each(live_server: LiveServer, tmp_path: Path) ->
     assert len(raw["memory_samples"]) >= 2
     for png in ("latency.png", "memory.png"):
         assert (out / png).read_bytes().startswith(PNG_SIGNATURE)
+        height, width, _channels = matplotlib.image.imread(out / png).shape  # decodes it
+        assert height > 100 and width > 100
     assert "![memory](memory.png)" in (out / "report.md").read_text()
 
 
