@@ -78,3 +78,12 @@ def test_resolution_prefers_setting_then_download_then_embedded(tmp_path: Path) 
     source = resolve_model(settings)
     assert source.origin is ModelOrigin.DOWNLOADED
     assert source.path == downloaded
+
+
+def test_a_manifest_names_a_downloaded_file_with_another_name(tmp_path: Path) -> None:
+    other = tmp_path / "other-model.gguf"
+    other.write_bytes(b"")
+    (tmp_path / "other-model.gguf.manifest.json").write_text('{"file": "other-model.gguf"}')
+    source = resolve_model(Settings(models_dir=tmp_path))
+    assert source.origin is ModelOrigin.DOWNLOADED
+    assert source.path == other

@@ -6,6 +6,7 @@ header and the tensor table ourselves turns that into one clear line naming the 
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 from dataclasses import dataclass
@@ -64,6 +65,15 @@ def resolve_model(settings: Settings) -> ModelSource:
     downloaded = settings.models_dir / settings.default_model_file
     if downloaded.exists():
         return ModelSource(downloaded, ModelOrigin.DOWNLOADED)
+    # Another file fetched with download_model.py --file: its manifest names it.
+    manifests = sorted(settings.models_dir.glob("*.manifest.json"), key=lambda p: p.stat().st_mtime)
+    for manifest in reversed(manifests):
+        try:
+            named = settings.models_dir / json.loads(manifest.read_text())["file"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if named.exists():
+            return ModelSource(named, ModelOrigin.DOWNLOADED)
     return ModelSource(embedded_model_path(), ModelOrigin.EMBEDDED)
 
 

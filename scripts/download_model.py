@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Download the heavy default model (Gemma 3 4B instruct, Q8_0, ~4.13 GB) into models/.
+
+    python scripts/download_model.py                       # the default model
+    python scripts/download_model.py --repo ORG/NAME --file X.gguf --revision main --dest models
+
+Uses huggingface-hub (HF_ENDPOINT and HF_TOKEN are honoured; the token is needed only for gated
+repositories). An interrupted download resumes where it stopped. Free disk space is checked
+before starting; size and SHA-256 are verified after. A manifest is written next to the file;
+`gptapi serve` then finds the model in models/ on its own. Offline or with a bad name it fails
+at once with one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+DEFAULT_REPO = "bartowski/google_gemma-3-4b-it-GGUF"
+DEFAULT_FILE = "google_gemma-3-4b-it-Q8_0.gguf"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_MARGIN = 256 * 2**20  # keep some disk free beyond the file itself
+
+
+class DownloadError(Exception):
+    pass
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(8 * 2**20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else 'no details'}"
+
+
+def _partial_bytes(dest: Path, filename: str) -> int:
+    # huggingface-hub keeps an interrupted download as <dest>/.cache/huggingface/download/*.incomplete
+    cache = dest / ".cache" / "huggingface" / "download"
+    return (
+        sum(p.stat().st_size for p in cache.glob(f"{Path(filename).name}*.incomplete"))
+        if cache.exists()
+        else 0
+    )
+
+
+def download(
+    repo: str, filename: str, revision: str, dest: Path, expected_sha256: str | None
+) -> Path:
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    token = os.environ.get("HF_TOKEN") or None
+    url = hf_hub_url(repo, filename, revision=revision)
+    try:
+        meta = get_hf_file_metadata(url, token=token, timeout=15)
+    except RepositoryNotFoundError:
+        raise DownloadError(f"repository {repo!r} not found (or gated: set HF_TOKEN)") from None
+    except RevisionNotFoundError:
+        raise DownloadError(f"revision {revision!r} not found in {repo}") from None
+    except EntryNotFoundError:
+        raise DownloadError(f"file {filename!r} not found in {repo}@{revision}") from None
+    except Exception as exc:  # offline, DNS, TLS, proxy: one line, no traceback
+        raise DownloadError(f"cannot reach {url}: {_reason(exc)}") from None
+    size = meta.size
+    hub_sha256 = meta.etag if meta.etag and _SHA256.match(meta.etag) else None
+    sha256 = expected_sha256 or hub_sha256
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / filename
+    if size is not None:
+        need = size - _partial_bytes(dest, filename) + _MARGIN
+        free = shutil.disk_usage(dest).free
+        if not target.exists() and free < need:
+            raise DownloadError(
+                f"not enough disk space in {dest}: {free / 2**30:.2f} GiB free, "
+                f"{need / 2**30:.2f} GiB needed"
+            )
+    try:
+        path = Path(hf_hub_download(repo, filename, revision=revision, local_dir=dest, token=token))
+    except Exception as exc:
+        raise DownloadError(
+            f"download of {filename} interrupted ({_reason(exc)}); run again to resume"
+        ) from None
+    actual_size = path.stat().st_size
+    if size is not None and actual_size != size:
+        raise DownloadError(f"{path}: size {actual_size} bytes, the hub says {size}")
+    actual_sha256 = sha256_of(path)
+    if sha256 is not None and actual_sha256 != sha256:
+        raise DownloadError(f"{path}: SHA-256 {actual_sha256} does not match {sha256}")
+    manifest = {
+        "repo": repo,
+        "file": filename,
+        "revision": revision,
+        "commit": meta.commit_hash,
+        "size_bytes": actual_size,
+        "sha256": actual_sha256,
+        "sha256_verified_against": "hub"
+        if hub_sha256 and not expected_sha256
+        else ("--sha256" if expected_sha256 else None),
+        "downloaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    path.with_name(path.name + ".manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="download_model.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--repo", default=DEFAULT_REPO, help=f"hub repository (default {DEFAULT_REPO})"
+    )
+    parser.add_argument(
+        "--file", default=DEFAULT_FILE, help=f"file in the repository (default {DEFAULT_FILE})"
+    )
+    parser.add_argument("--revision", default="main", help="branch, tag or commit (default main)")
+    parser.add_argument(
+        "--dest", type=Path, default=Path("models"), help="target folder (default models/)"
+    )
+    parser.add_argument(
+        "--sha256", default=None, help="expected SHA-256 (default: the hub's LFS hash)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        path = download(args.repo, args.file, args.revision, args.dest, args.sha256)
+    except DownloadError as exc:
+        print(f"download_model: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"downloaded {path} ({path.stat().st_size / 2**30:.2f} GiB), verified; manifest written")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
