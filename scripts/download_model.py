@@ -47,7 +47,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _partial_bytes(dest: Path, filename: str) -> int:
-    # huggingface-hub keeps an interrupted download as <dest>/.cache/huggingface/download/*.incomplete
+    # huggingface-hub keeps a partial download in <dest>/.cache/huggingface/download/
     cache = dest / ".cache" / "huggingface" / "download"
     return (
         sum(p.stat().st_size for p in cache.glob(f"{Path(filename).name}*.incomplete"))
