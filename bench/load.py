@@ -103,9 +103,17 @@ def find_server_pids(base_url: str, explicit: int | None) -> list[int]:
         return []
 
 
+_PSS_EVERY_S = 5.0  # smaps_rollup walks every page table: ~75 ms with a 4 GB model mapped
+_last_pss: tuple[float, int | None] = (-_PSS_EVERY_S, None)
+
+
 def read_memory(pids: list[int]) -> MemorySample | None:
+    """RSS/anon/file of the server processes at every call; PSS every few seconds only, so the
+    sampler itself does not take CPU from the server it measures."""
+    global _last_pss
     rss = anon = file = 0
     pss: int | None = 0
+    fresh_pss = time.monotonic() - _last_pss[0] >= _PSS_EVERY_S
     alive = 0
     for pid in pids:
         try:
@@ -121,13 +129,17 @@ def read_memory(pids: list[int]) -> MemorySample | None:
         rss += fields.get("VmRSS", 0)
         anon += fields.get("RssAnon", 0)
         file += fields.get("RssFile", 0)
+        if not fresh_pss:
+            continue
         try:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:") and pss is not None:
                     pss += int(line.split()[1]) * 1024
         except OSError:
             pss = None
-    return MemorySample(0.0, rss, pss, anon, file, alive) if alive else None
+    if fresh_pss:
+        _last_pss = (time.monotonic(), pss)
+    return MemorySample(0.0, rss, _last_pss[1], anon, file, alive) if alive else None
 
 
 def server_log_path(pids: list[int], explicit: Path | None) -> Path | None:

@@ -100,6 +100,15 @@ def load_engine(settings: Settings) -> LlamaEngine:
         summary.tensor_count,
         source.origin.value,
     )
+    described = (
+        f"{summary.metadata.get('general.name')} {summary.metadata.get('general.description')}"
+    )
+    if "random weights" in described:
+        log.warning(
+            "%s is a performance twin with RANDOM WEIGHTS: its output is meaningless and it never "
+            "stops at EOS. Use it for benchmarks only, with max_tokens set.",
+            source.path,
+        )
     model = LlamaModel(source, summary, use_mmap=settings.use_mmap)
     try:
         schedulers = _build_schedulers(model, settings)

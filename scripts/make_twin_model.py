@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Write a *performance twin* of the heavy default model: a GGUF with Gemma 3 4B's exact
+architecture and shapes, every matrix in Q8_0, but RANDOM weights (its output is meaningless).
+
+It costs the same to load, map, decode and hold in RAM as the real model, so benchmarks on it
+measure speed and memory honestly where the real model cannot be downloaded. Tokenizer and
+general metadata come from the embedded Gemma 3 270M (same tokenizer family); the Gemma 3
+instruct chat template is added. Streamed to disk in chunks (well under 1 GB of RAM);
+deterministic for a given seed.
+
+    python scripts/make_twin_model.py                      # models/gemma-3-4b-it-twin-Q8_0.gguf
+    python scripts/make_twin_model.py --layers 2 --vocab-from-source --out /tmp/small.gguf
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
+
+Q8_BLOCK, Q8_BYTES = 32, 34
+# fp16 scale: with random int8 quants it keeps activations and logits finite.
+Q8_SCALE = np.float16(2.7e-4)
+TWIN_NAME = "Gemma 3 4B it performance twin (random weights — output is meaningless)"
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
+    "{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = '' -%}"
+    "{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """Gemma 3 4B: hidden 2560, FFN 10240, 34 layers, 8 heads / 4 KV heads of 256, vocab 262144."""
+
+    hidden: int = 2560
+    ffn: int = 10240
+    layers: int = 34
+    heads: int = 8
+    kv_heads: int = 4
+    head_dim: int = 256
+    vocab: int = 262144
+    context: int = 131072
+    sliding_window: int = 1024
+
+
+def tensors(s: Shapes) -> list[tuple[str, tuple[int, ...], GGMLQuantizationType]]:
+    """(name, GGUF dims ne0..neN, type) in llama.cpp's gemma3 naming."""
+    q8, f32 = GGMLQuantizationType.Q8_0, GGMLQuantizationType.F32
+    out: list[tuple[str, tuple[int, ...], GGMLQuantizationType]] = [
+        ("token_embd.weight", (s.hidden, s.vocab), q8),  # tied: also the output projection
+        ("output_norm.weight", (s.hidden,), f32),
+    ]
+    for i in range(s.layers):
+        b = f"blk.{i}."
+        out += [
+            (b + "attn_norm.weight", (s.hidden,), f32),
+            (b + "attn_q.weight", (s.hidden, s.heads * s.head_dim), q8),
+            (b + "attn_k.weight", (s.hidden, s.kv_heads * s.head_dim), q8),
+            (b + "attn_v.weight", (s.hidden, s.kv_heads * s.head_dim), q8),
+            (b + "attn_q_norm.weight", (s.head_dim,), f32),
+            (b + "attn_k_norm.weight", (s.head_dim,), f32),
+            (b + "attn_output.weight", (s.heads * s.head_dim, s.hidden), q8),
+            (b + "post_attention_norm.weight", (s.hidden,), f32),
+            (b + "ffn_norm.weight", (s.hidden,), f32),
+            (b + "ffn_gate.weight", (s.hidden, s.ffn), q8),
+            (b + "ffn_up.weight", (s.hidden, s.ffn), q8),
+            (b + "ffn_down.weight", (s.ffn, s.hidden), q8),
+            (b + "post_ffw_norm.weight", (s.hidden,), f32),
+        ]
+    return out
+
+
+def nbytes(dims: tuple[int, ...], kind: GGMLQuantizationType) -> int:
+    elements = int(np.prod(dims))
+    return elements // Q8_BLOCK * Q8_BYTES if kind == GGMLQuantizationType.Q8_0 else elements * 4
+
+
+def _copy_tokenizer(writer: GGUFWriter, reader: GGUFReader) -> None:
+    for name, field in reader.fields.items():
+        if not name.startswith("tokenizer.") or name == "tokenizer.chat_template":
+            continue
+        kind = field.types[0]
+        if kind == GGUFValueType.ARRAY:
+            writer.add_key_value(name, field.contents(), kind, sub_type=field.types[-1])
+        else:
+            writer.add_key_value(name, field.contents(), kind)
+
+
+def _write_q8(fout, rng: np.random.Generator, total: int, chunk_blocks: int = 1 << 18) -> None:  # type: ignore[no-untyped-def]
+    scale = np.frombuffer(Q8_SCALE.tobytes(), dtype=np.uint8)
+    blocks = total // Q8_BYTES
+    while blocks:
+        n = min(blocks, chunk_blocks)
+        buf = np.empty((n, Q8_BYTES), dtype=np.uint8)
+        buf[:, :2] = scale
+        buf[:, 2:] = np.frombuffer(rng.bytes(n * Q8_BLOCK), dtype=np.uint8).reshape(n, Q8_BLOCK)
+        buf.tofile(fout)
+        blocks -= n
+
+
+def write_twin(out: Path, source: Path, shapes: Shapes, seed: int) -> int:
+    reader = GGUFReader(str(source))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = GGUFWriter(str(out), arch="gemma3")
+    writer.add_type("model")
+    writer.add_name(TWIN_NAME)
+    writer.add_description(
+        "Performance twin of Gemma 3 4B instruct Q8_0 for benchmarks: same architecture, shapes "
+        "and quantization, random weights — output is meaningless. Made by gptapi's "
+        "scripts/make_twin_model.py."
+    )
+    arch = "gemma3"
+    u32 = GGUFValueType.UINT32
+    for key, value in {
+        "context_length": shapes.context,
+        "embedding_length": shapes.hidden,
+        "block_count": shapes.layers,
+        "feed_forward_length": shapes.ffn,
+        "attention.head_count": shapes.heads,
+        "attention.head_count_kv": shapes.kv_heads,
+        "attention.key_length": shapes.head_dim,
+        "attention.value_length": shapes.head_dim,
+        "attention.sliding_window": shapes.sliding_window,
+    }.items():
+        writer.add_key_value(f"{arch}.{key}", value, u32)
+    writer.add_key_value(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6, GGUFValueType.FLOAT32)
+    writer.add_key_value(f"{arch}.rope.freq_base", 1_000_000.0, GGUFValueType.FLOAT32)
+    writer.add_key_value(f"{arch}.rope.scaling.type", "linear", GGUFValueType.STRING)
+    writer.add_key_value(f"{arch}.rope.scaling.factor", 8.0, GGUFValueType.FLOAT32)
+    writer.add_key_value("general.file_type", 7, u32)  # MOSTLY_Q8_0
+    writer.add_key_value("general.quantization_version", 2, u32)
+    _copy_tokenizer(writer, reader)
+    writer.add_chat_template(GEMMA3_CHAT_TEMPLATE)
+    layout = tensors(shapes)
+    for name, dims, kind in layout:
+        writer.add_tensor_info(
+            name, tuple(reversed(dims)), np.dtype(np.float32), nbytes(dims, kind), raw_dtype=kind
+        )
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    rng = np.random.default_rng(seed)
+    fout = writer.fout[0]
+    for _name, dims, kind in layout:
+        size = nbytes(dims, kind)
+        writer.write_padding(fout, fout.tell())
+        if kind == GGMLQuantizationType.Q8_0:
+            _write_q8(fout, rng, size)
+        else:
+            # Norm weights are stored with Gemma's +1 already applied: 1.0 is the identity.
+            np.ones(size // 4, dtype=np.float32).tofile(fout)
+        writer.write_padding(fout, size)
+    writer.close()
+    return out.stat().st_size
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="make_twin_model.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", type=Path, default=Path("models/gemma-3-4b-it-twin-Q8_0.gguf"))
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=None,
+        help="GGUF to copy the tokenizer from (default: the embedded model)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layers", type=int, default=Shapes.layers, help="for small test twins")
+    parser.add_argument("--hidden", type=int, default=Shapes.hidden, help="for small test twins")
+    parser.add_argument("--ffn", type=int, default=Shapes.ffn, help="for small test twins")
+    args = parser.parse_args(argv)
+    source = args.source
+    if source is None:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+        from gptapi.modelfile import embedded_model_path
+
+        source = embedded_model_path()
+    shapes = Shapes(layers=args.layers, hidden=args.hidden, ffn=args.ffn)
+    started = time.perf_counter()
+    size = write_twin(args.out, source, shapes, args.seed)
+    print(
+        f"wrote {args.out}: {size:,} bytes in {time.perf_counter() - started:.0f} s "
+        f"({shapes.layers} layers, hidden {shapes.hidden}; random weights)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
