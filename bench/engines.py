@@ -15,8 +15,6 @@ import asyncio
 import json
 import os
 import platform
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from bench.procs import free_port, stop
 
 API_KEY = "bench-key-0123456789abcdef"
 SUBJECTS = [
@@ -100,12 +100,6 @@ class Target:
     command: list[str]
     kind: str  # "gptapi" or "llama-server"
     env: dict[str, str] = field(default_factory=dict)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def proc_memory(pid: int) -> dict[str, float]:
@@ -259,11 +253,7 @@ def run_target(
             levels.append(level)
             print(format_row(target.name, level), flush=True)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
     return levels
 
 

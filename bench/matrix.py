@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,14 +23,9 @@ import httpx
 
 from bench.cli import execute, load_config
 from bench.load import MIB, find_server_pids
+from bench.procs import free_port, stop
 
 API_KEY = "bench-matrix-key-0123456789"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _configs(args: argparse.Namespace) -> dict[str, tuple[dict[str, str], list[str]]]:
@@ -77,7 +70,7 @@ def run_matrix(args: argparse.Namespace, out: Path) -> int:
     rows: list[dict[str, Any]] = []
     for name in chosen:
         env_extra, cli_extra = configs[name]
-        port = _port()
+        port = free_port()
         base_url = f"http://127.0.0.1:{port}"
         run_dir = out / name
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -112,11 +105,7 @@ def run_matrix(args: argparse.Namespace, out: Path) -> int:
                 )
                 rows.append({"config": name, "users": users, **result})
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
     write_matrix(out, rows, args)
     print(f"wrote {out}/matrix.md")
     return 0
