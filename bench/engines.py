@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from bench.procs import free_port, stop
+from bench.report import cpu_model
 
 API_KEY = "bench-key-0123456789abcdef"
 SUBJECTS = [
@@ -339,13 +340,6 @@ def targets(args: argparse.Namespace) -> list[Target]:
                 )
             )
     return out
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def _embedded_model() -> Path:

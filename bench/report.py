@@ -4,6 +4,7 @@ raw record and memory sample, and a Markdown report with PNG plots."""
 from __future__ import annotations
 
 import json
+import os
 import platform
 from collections import Counter
 from dataclasses import asdict
@@ -23,19 +24,25 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.partition(":")[2].strip()
-                break
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine() -> str:
+    try:
         mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
     except (OSError, ValueError, IndexError):
         mem_kib = 0
-    import os
-
-    return f"{cpu}, {os.cpu_count()} CPUs, {mem_kib / 2**20:.0f} GiB RAM, {platform.platform()}"
+    return (
+        f"{cpu_model()}, {os.cpu_count()} CPUs, {mem_kib / 2**20:.0f} GiB RAM, "
+        f"{platform.platform()}"
+    )
 
 
 def summarize(run: LoadRun, wall_s: float) -> dict[str, Any]:
