@@ -89,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
     matrix.add_argument(
         "--configs",
         default="batched,pool,workers2,nommap",
-        help="configurations to run (batched, pool, workers2, nommap)",
+        help="configurations to run (batched, pool, workers2, nommap, kvq8)",
     )
     matrix.add_argument("--model", type=Path, default=None, help="GGUF (default: embedded)")
     matrix.add_argument("--slots", type=int, default=16)

@@ -18,6 +18,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,8 @@ import httpx
 
 from bench.procs import free_port, stop
 from bench.report import cpu_model
+from gptapi.modelfile import inspect_gguf
+from gptapi.prompts import render_template
 
 API_KEY = "bench-key-0123456789abcdef"
 SUBJECTS = [
@@ -76,6 +79,7 @@ class Record:
     latency_s: float
     ttft_s: float | None
     completion_tokens: int
+    prompt_tokens: int
 
 
 @dataclass
@@ -85,6 +89,7 @@ class Level:
     errors: int
     wall_s: float
     output_tokens: int
+    prompt_tokens_mean: float
     tok_per_s: float
     latency_p50_s: float
     latency_p95_s: float
@@ -101,6 +106,10 @@ class Target:
     command: list[str]
     kind: str  # "gptapi" or "llama-server"
     env: dict[str, str] = field(default_factory=dict)
+    # gptapi's /generate-text wraps the prompt in the model's chat template, if it has one;
+    # llama-server's /completion takes raw text, so it is sent the same rendered text and
+    # both engines process the same tokens (the prompt-tokens column shows it).
+    render: Callable[[str], str] = str
 
 
 def proc_memory(pid: int) -> dict[str, float]:
@@ -123,7 +132,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def one_request(
     client: httpx.AsyncClient, target: Target, i: int, new_tokens: int
-) -> tuple[int, float | None, int]:
+) -> tuple[int, float | None, int, int]:
     start = time.perf_counter()
     if target.kind == "gptapi":
         r = await client.post(
@@ -131,14 +140,16 @@ async def one_request(
             json={"prompt": prompt(i), "max_tokens": new_tokens, "temperature": 0},
         )
         if r.status_code != 200:
-            return r.status_code, None, 0
+            return r.status_code, None, 0, 0
         body = r.json()
         ttft_ms = body["timings"]["time_to_first_token_ms"]
-        return 200, None if ttft_ms is None else ttft_ms / 1000, body["usage"]["completion_tokens"]
+        usage = body["usage"]
+        ttft = None if ttft_ms is None else ttft_ms / 1000
+        return 200, ttft, usage["completion_tokens"], usage["prompt_tokens"]
     r = await client.post(
         "/completion",
         json={
-            "prompt": prompt(i),
+            "prompt": target.render(prompt(i)),
             "n_predict": new_tokens,
             "temperature": 0,
             "cache_prompt": False,
@@ -146,13 +157,13 @@ async def one_request(
     )
     latency = time.perf_counter() - start
     if r.status_code != 200:
-        return r.status_code, None, 0
+        return r.status_code, None, 0, 0
     body = r.json()
     t = body["timings"]
     # llama-server reports no arrival-to-first-token time; take the latency minus the time spent
     # producing the tokens after the first.
     ttft = latency - (t["predicted_ms"] - t["predicted_per_token_ms"]) / 1000
-    return 200, ttft, int(body["tokens_predicted"])
+    return 200, ttft, int(body["tokens_predicted"]), int(t["prompt_n"])
 
 
 async def run_level(
@@ -177,10 +188,11 @@ async def run_level(
     async def user(u: int, client: httpx.AsyncClient) -> None:
         for k in range(per_user):
             start = time.perf_counter()
-            status, ttft, n = await one_request(
+            status, ttft, n, n_prompt = await one_request(
                 client, target, first_index + u * per_user + k, new_tokens
             )
-            records.append(Record(users, u, status, time.perf_counter() - start, ttft, n))
+            latency = time.perf_counter() - start
+            records.append(Record(users, u, status, latency, ttft, n, n_prompt))
 
     headers = {"Authorization": f"Bearer {API_KEY}"}
     limits = httpx.Limits(max_connections=users + 4)
@@ -202,6 +214,7 @@ async def run_level(
         errors=len(records) - len(ok),
         wall_s=wall,
         output_tokens=tokens,
+        prompt_tokens_mean=sum(r.prompt_tokens for r in ok) / len(ok) if ok else 0.0,
         tok_per_s=tokens / wall,
         latency_p50_s=percentile([r.latency_s for r in ok], 0.5),
         latency_p95_s=percentile([r.latency_s for r in ok], 0.95),
@@ -265,16 +278,18 @@ def format_row(name: str, lv: Level) -> str:
         else "n/a"
     )
     return (
-        f"| {name} | {lv.users} | {lv.requests} | {lv.errors} | {lv.tok_per_s:.1f} | "
+        f"| {name} | {lv.users} | {lv.requests} | {lv.errors} | {lv.prompt_tokens_mean:.1f} | "
+        f"{lv.tok_per_s:.1f} | "
         f"{lv.latency_p50_s:.2f} / {lv.latency_p95_s:.2f} | {ttft} | "
         f"{lv.rss_mib:.0f} | {lv.rss_anon_mib:.0f} | {lv.rss_file_mib:.0f} |"
     )
 
 
 HEADER = (
-    "| engine | users | requests | errors | output tok/s | latency p50 / p95 (s) | "
-    "TTFT p50 / p95 (s) | peak RSS MiB | peak anon MiB | peak file MiB |\n"
-    "|---|---|---|---|---|---|---|---|---|---|"
+    "| engine | users | requests | errors | prompt tok/req | output tok/s | "
+    "latency p50 / p95 (s) | TTFT p50 / p95 (s) | peak RSS MiB | peak anon MiB | "
+    "peak file MiB |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -316,6 +331,7 @@ def targets(args: argparse.Namespace) -> list[Target]:
     ]
     if args.llama_server:
         model = str(args.model or _embedded_model())
+        render = chat_renderer(Path(model))
         for np_ in args.server_np:
             out.append(
                 Target(
@@ -337,9 +353,24 @@ def targets(args: argparse.Namespace) -> list[Target]:
                         "--no-webui",
                     ],
                     "llama-server",
+                    render=render,
                 )
             )
     return out
+
+
+def chat_renderer(model: Path) -> Callable[[str], str]:
+    """What gptapi's /generate-text feeds its engine for a prompt: the model's chat template
+    around it when the model has one, else the prompt as it is."""
+    template = inspect_gguf(model).metadata.get("tokenizer.chat_template")
+    if not isinstance(template, str) or not template:
+        return str
+
+    def render(text: str) -> str:
+        # No BOS text: llama-server adds the BOS token itself, as gptapi's engine does.
+        return render_template(template, [{"role": "user", "content": text}])
+
+    return render
 
 
 def _embedded_model() -> Path:

@@ -6,6 +6,7 @@ process (or worker group) per configuration, each at every user level, then one 
 - workers2: 2 uvicorn workers, each batched with half the slots and threads, both mapping the
   same model file (RSS sum vs PSS sum shows what mmap sharing saves)
 - nommap: batched with the weights read into anonymous memory (GPTAPI_USE_MMAP=false)
+- kvq8: batched with a q8_0 KV cache instead of f16 (GPTAPI_KV_CACHE_TYPE=q8_0)
 """
 
 from __future__ import annotations
@@ -42,6 +43,14 @@ def _configs(args: argparse.Namespace) -> dict[str, tuple[dict[str, str], list[s
             },
             [],
         ),
+        "kvq8": (
+            {
+                "GPTAPI_ENGINE": "batched",
+                "GPTAPI_SLOTS": str(args.slots),
+                "GPTAPI_KV_CACHE_TYPE": "q8_0",
+            },
+            [],
+        ),
     }
 
 
@@ -67,6 +76,10 @@ def run_matrix(args: argparse.Namespace, out: Path) -> int:
     users_levels = [int(u) for u in args.users.split(",")]
     configs = _configs(args)
     chosen = [c.strip() for c in args.configs.split(",")]
+    unknown = [c for c in chosen if c not in configs]
+    if unknown:
+        print(f"unknown configuration(s): {', '.join(unknown)}; known: {', '.join(configs)}")
+        return 2
     rows: list[dict[str, Any]] = []
     for name in chosen:
         env_extra, cli_extra = configs[name]

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
         description="One KV buffer for all slots (fast attention with short contexts) instead of "
         "one per slot (attention never scans other slots' cells: better with long prompts).",
     )
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field(
+        "f16",
+        description="Precision of the KV cache: q8_0 halves its RAM (q4_0 quarters it) at a small "
+        "cost in accuracy; f16 is llama.cpp's default.",
+    )
     use_mmap: bool = Field(
         True, description="Memory-map the weights (shared page cache) instead of reading them."
     )

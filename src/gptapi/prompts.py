@@ -39,15 +39,21 @@ def _compile(template: str):  # type: ignore[no-untyped-def]
 def render_chat(info: ModelInfo, messages: list[dict[str, str]]) -> str:
     """Render messages with the model's chat template, ready for the model to answer."""
     assert info.chat_template is not None
-    text: str = _compile(info.chat_template).render(
+    return render_template(info.chat_template, messages, info.bos_token, info.eos_token)
+
+
+def render_template(
+    template: str, messages: list[dict[str, str]], bos_token: str = "", eos_token: str = ""
+) -> str:
+    text: str = _compile(template).render(
         messages=messages,
         add_generation_prompt=True,
-        bos_token=info.bos_token,
-        eos_token=info.eos_token,
+        bos_token=bos_token,
+        eos_token=eos_token,
     )
     # The engine adds BOS itself when tokenizing; a second one would derail the model.
-    if info.bos_token and text.startswith(info.bos_token):
-        text = text[len(info.bos_token) :]
+    if bos_token and text.startswith(bos_token):
+        text = text[len(bos_token) :]
     return text
 
 

@@ -1,6 +1,8 @@
 """Both llama.cpp engines on the real model, driven directly (no HTTP)."""
 
 import asyncio
+import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +95,29 @@ def test_set_field_refuses_fields_the_struct_does_not_have() -> None:
     params = llama_cpp.llama_model_default_params()
     with pytest.raises(AttributeError, match="use_mmap"):
         set_field(params, "use_mmap", True)
+
+
+def _kv_buffer_mib(caplog: pytest.LogCaptureFixture, kv_cache_type: str) -> float:
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="gptapi.llama"):
+        engine = load_engine(Settings(slots=2, n_ctx=2048, kv_cache_type=kv_cache_type))
+    try:
+        words = KEYWORDS[:2]
+        for word, text in zip(words, asyncio.run(answers(engine, words)), strict=True):
+            assert word in text
+    finally:
+        engine.close()
+    sizes = [
+        float(m.group(1))
+        for r in caplog.records
+        if (m := re.search(r"KV buffer size =\s*([\d.]+) MiB", r.getMessage()))
+    ]
+    assert sizes, "llama.cpp logged no KV buffer size"
+    return sum(sizes)
+
+
+def test_q8_0_kv_cache_halves_its_ram_and_still_answers(caplog: pytest.LogCaptureFixture) -> None:
+    f16 = _kv_buffer_mib(caplog, "f16")
+    q8 = _kv_buffer_mib(caplog, "q8_0")
+    # q8_0 stores 34 bytes per 32 values against f16's 64.
+    assert q8 == pytest.approx(f16 * 34 / 64, rel=0.05)

@@ -136,6 +136,7 @@ def _build_schedulers(model: LlamaModel, settings: Settings) -> list[Scheduler]:
                 n_threads=settings.n_threads,
                 n_batch=settings.n_batch,
                 kv_unified=settings.kv_unified,
+                kv_cache_type=settings.kv_cache_type,
             )
         ]
     workers = min(settings.slots, settings.n_threads)
@@ -156,6 +157,7 @@ def _build_schedulers(model: LlamaModel, settings: Settings) -> list[Scheduler]:
                     n_ctx_per_slot=settings.n_ctx,
                     n_threads=settings.n_threads // workers,
                     n_batch=settings.n_batch,
+                    kv_cache_type=settings.kv_cache_type,
                     name=f"pool-{i}",
                 )
             )

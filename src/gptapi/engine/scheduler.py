@@ -26,6 +26,11 @@ log = logging.getLogger("gptapi.scheduler")
 
 Emit = Callable[[Delta | EngineError], None]
 _IDLE_POLL_S = 0.1
+_KV_TYPES = {
+    "f16": llama_cpp.GGML_TYPE_F16,
+    "q8_0": llama_cpp.GGML_TYPE_Q8_0,
+    "q4_0": llama_cpp.GGML_TYPE_Q4_0,
+}
 
 
 @dataclass(eq=False)
@@ -79,6 +84,7 @@ class Scheduler:
         n_threads: int,
         n_batch: int,
         kv_unified: bool = True,
+        kv_cache_type: str = "f16",
         name: str = "scheduler",
     ) -> None:
         self.model = model
@@ -102,6 +108,9 @@ class Scheduler:
         set_field(params, "kv_unified", kv_unified)
         # Sliding-window layers keep only their window, not the full context: far less RAM.
         set_field(params, "swa_full", False)
+        # A quantized V cache needs flash attention, which llama.cpp's "auto" turns on for CPU.
+        set_field(params, "type_k", _KV_TYPES[kv_cache_type])
+        set_field(params, "type_v", _KV_TYPES[kv_cache_type])
         self.ctx = llama_cpp.llama_init_from_model(model.ptr, params)
         if not self.ctx:
             raise EngineError(f"llama.cpp could not create a context of {params.n_ctx} tokens")
