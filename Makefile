@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # common/ library and the multimodal llava/mtmd library): about 4 min on 2 cores instead of 10-13.
 LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE=$(CURDIR)/scripts/llama_skip_common.cmake
 
-.PHONY: install run test lint
+.PHONY: install run test lint system-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,5 +24,13 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# The rate-limit tests share counters through a real redis-server (Debian package).
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+system-deps:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (Debian) for the shared rate-limit tests"; \
+	  $(SUDO) apt-get install -y -q redis-server >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; }; }
+
+test: lint system-deps
 	$(BIN)/pytest

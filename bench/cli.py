@@ -54,6 +54,13 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="stream responses: client-side TTFT and inter-token latency",
     )
+    p.add_argument(
+        "--api",
+        choices=["tasks", "openai"],
+        default="tasks",
+        help="tasks: /generate-text, /summarize-text, /answer-question; openai: the same inputs "
+        "through /v1/completions and /v1/chat/completions",
+    )
     p.add_argument("--timeout", type=float, default=600, help="per-request client timeout (s)")
     p.add_argument("--time-cap", type=float, default=3600, help="hard end of the run (s)")
     p.add_argument(
@@ -124,6 +131,7 @@ def load_config(args: argparse.Namespace, base_url: str, api_key: str, users: in
         stream=args.stream,
         timeout_s=args.timeout,
         time_cap_s=args.time_cap,
+        api=args.api,
     )
 
 

@@ -301,6 +301,8 @@ def targets(args: argparse.Namespace) -> list[Target]:
         "GPTAPI_N_CTX": str(args.ctx),
         "GPTAPI_MAX_QUEUE": "1000",
         "GPTAPI_RATE_LIMIT": "1000000/minute",
+        "GPTAPI_RATE_LIMIT_BURST": "1000000/second",
+        "GPTAPI_RATE_LIMIT_UNAUTHENTICATED": "1000000/minute",
         "GPTAPI_REQUEST_TIMEOUT_S": "3600",
         "GPTAPI_LOG_LEVEL": "warning",
     }

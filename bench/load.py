@@ -61,6 +61,7 @@ class LoadConfig:
     stream: bool
     timeout_s: float
     time_cap_s: float
+    api: str = "tasks"  # "tasks": /generate-text etc.; "openai": the same inputs through /v1
 
 
 def classify(status: int, body: dict[str, Any] | None, exc: BaseException | None) -> str | None:
@@ -261,17 +262,15 @@ class LoadRun:
 
     async def _one(self, client: httpx.AsyncClient, user: int, task_input: TaskInput) -> None:
         start = self._elapsed()
-        body = {**task_input.body, "max_tokens": self.config.max_tokens}
+        path, body = request_for(task_input, self.config.max_tokens, self.config.api)
         status, payload, exc, request_id = 0, None, None, None
         ttft: float | None = None
         gaps: list[float] = []
         try:
             if self.config.stream:
-                status, payload, request_id, ttft, gaps = await self._stream(
-                    client, task_input.path, body
-                )
+                status, payload, request_id, ttft, gaps = await self._stream(client, path, body)
             else:
-                response = await client.post(task_input.path, json=body)
+                response = await client.post(path, json=body)
                 status = response.status_code
                 request_id = response.headers.get("x-request-id")
                 payload = _json_or_none(response)
@@ -310,6 +309,8 @@ class LoadRun:
         last = start
         gaps: list[float] = []
         final: dict[str, Any] | None = None
+        if self.config.api == "openai":
+            body = {**body, "stream_options": {"include_usage": True}}
         async with client.stream("POST", path, json={**body, "stream": True}) as response:
             request_id = response.headers.get("x-request-id")
             if response.status_code != 200:
@@ -320,7 +321,7 @@ class LoadRun:
                     continue
                 now = time.perf_counter()
                 event = json.loads(line[6:])
-                if event.get("text"):
+                if _chunk_text(event):
                     if first is None:
                         first = now - start
                     else:
@@ -337,6 +338,35 @@ class LoadRun:
                 sample.t_s = self._elapsed()
                 self.samples.append(sample)
             await asyncio.sleep(0.4)
+
+
+def request_for(task_input: TaskInput, max_tokens: int, api: str) -> tuple[str, dict[str, Any]]:
+    """The route and body for one corpus input: a task endpoint, or its /v1 equivalent."""
+    if api != "openai":
+        return task_input.path, {**task_input.body, "max_tokens": max_tokens}
+    body = task_input.body
+    common = {"model": "gptapi", "max_tokens": max_tokens, "temperature": 0}
+    if task_input.task == "generate":
+        return "/v1/completions", {**common, "prompt": body["prompt"]}
+    if task_input.task == "summarize":
+        content = f"Summarize the following text in one sentence.\n\n{body['text']}"
+    else:
+        content = (
+            "Answer the question using only the context below.\n\n"
+            f"Context:\n{body['context']}\n\nQuestion: {body['question']}"
+        )
+    return "/v1/chat/completions", {**common, "messages": [{"role": "user", "content": content}]}
+
+
+def _chunk_text(event: dict[str, Any]) -> str:
+    """Generated text in a stream event: a task event's "text", or an OpenAI chunk's choice."""
+    if event.get("text"):
+        return str(event["text"])
+    for choice in event.get("choices") or []:
+        text = choice.get("text") or (choice.get("delta") or {}).get("content")
+        if text:
+            return str(text)
+    return ""
 
 
 def _json_or_none(response: httpx.Response) -> dict[str, Any] | None:

@@ -94,6 +94,8 @@ def run_matrix(args: argparse.Namespace, out: Path) -> int:
             "GPTAPI_N_CTX": str(args.ctx),
             "GPTAPI_MAX_QUEUE": "10000",
             "GPTAPI_RATE_LIMIT": "1000000/minute",
+            "GPTAPI_RATE_LIMIT_BURST": "1000000/second",
+            "GPTAPI_RATE_LIMIT_UNAUTHENTICATED": "1000000/minute",
             "GPTAPI_REQUEST_TIMEOUT_S": str(args.timeout),
             "GPTAPI_LOG_DIR": str(run_dir / "server-logs"),
             **env_extra,

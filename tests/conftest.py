@@ -56,7 +56,11 @@ class LiveServer:
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
 
-def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> LiveServer:
+def start_server(
+    tmp: Path, *args: str, env: dict[str, str] | None = None, probe: bool = True
+) -> LiveServer:
+    """Start `gptapi serve` and wait until it is ready: by polling /ready, or (probe=False, for
+    tests that count every request from this address) by reading its log."""
     port = free_port()
     log = tmp / f"server-{port}.log"
     full_env = {
@@ -64,6 +68,8 @@ def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Li
         "GPTAPI_API_KEYS": API_KEY,
         "GPTAPI_LOG_DIR": str(tmp / "logs"),
         "GPTAPI_RATE_LIMIT": "100000/minute",
+        "GPTAPI_RATE_LIMIT_BURST": "100000/second",
+        "GPTAPI_RATE_LIMIT_UNAUTHENTICATED": "100000/minute",
         **(env or {}),
     }
     proc = subprocess.Popen(
@@ -75,6 +81,14 @@ def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Li
     )
     server = LiveServer(f"http://127.0.0.1:{port}", proc, log)
     deadline = time.monotonic() + 120
+    if not probe:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{log.read_text()}")
+            text = log.read_text()
+            if "ready: serving" in text and "Uvicorn running on" in text:
+                return server
+            time.sleep(0.2)
     with httpx.Client(base_url=server.base_url, timeout=5) as c:
         while time.monotonic() < deadline:
             if proc.poll() is not None:

@@ -1,14 +1,18 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gptapi.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -59,3 +63,10 @@ def test_truncated_model_stops_start_up_with_one_line(tmp_path: Path, model_path
 def test_invalid_setting_is_one_line() -> None:
     result = run_cli("serve", "--port", "70000")
     _assert_one_clear_line(result, "port")
+
+
+def test_a_short_api_key_stops_start_up_without_echoing_it() -> None:
+    short = "short-key-123"  # 13 characters
+    result = run_cli("serve", env={"GPTAPI_API_KEYS": f"long-enough-key-0123456789,{short}"})
+    _assert_one_clear_line(result, "API key #2", "at least 16")
+    assert short not in result.stderr

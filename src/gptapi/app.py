@@ -12,12 +12,14 @@ from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
-from gptapi.api import health, metrics, tasks
+from gptapi.api import health, metrics, openai, tasks
 from gptapi.auth import KeyStore
 from gptapi.config import Settings
 from gptapi.engine import Engine
 from gptapi.errors import install_error_handlers
+from gptapi.guards import Guards
 from gptapi.limits import RateLimits
 from gptapi.memory import snapshot, snapshot_cost_s
 from gptapi.metrics import Metrics
@@ -141,11 +143,15 @@ def create_app(
             if started_tracing:
                 tracemalloc.stop()
 
+    docs = settings.docs_enabled
     app = FastAPI(
         title="gptapi",
         version="0.1.0",
         summary="Self-hosted CPU LLM API over one memory-mapped GGUF model",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
     app.state.keys = keys
@@ -155,13 +161,27 @@ def create_app(
     app.state.metrics = Metrics()
     app.state.rate_limits = RateLimits(settings)
     install_error_handlers(app)
-    routers = (health.router, tasks.router, metrics.router)
+    routers = (health.router, tasks.router, openai.router, metrics.router)
     for router in routers:
         app.include_router(router)
     # Metric labels use these templates; anything else is "other" (no label explosion).
     app.state.route_paths = frozenset(
         getattr(route, "path", "") for router in routers for route in router.routes
     )
+    keyed = {getattr(r, "path", "") for r in (*tasks.router.routes, *openai.router.routes)}
+    if not settings.metrics_public:
+        keyed.add("/metrics")
+    app.add_middleware(Guards, settings=settings, keyed_paths=frozenset(keyed))
+    if settings.cors_origins.strip():
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key"],
+            expose_headers=["X-Request-ID", "Retry-After", "X-RateLimit-Limit",
+                            "X-RateLimit-Remaining", "X-RateLimit-Reset"],
+        )  # fmt: skip
+    # Outermost: every response, refusals by the guards included, gets a request id and a log line.
     app.add_middleware(RequestContextMiddleware)
     return app
 

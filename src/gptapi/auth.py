@@ -14,9 +14,11 @@ from fastapi import Depends, Request
 
 from gptapi.config import Settings
 from gptapi.errors import AuthenticationError
+from gptapi.guards import client_ip
 
 _HEX_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
+MIN_KEY_CHARS = 16
 
 
 def digest(key: str) -> bytes:
@@ -38,7 +40,19 @@ class KeyStore:
         digests: list[bytes] = []
         if settings.api_keys is not None:
             keys = [k.strip() for k in settings.api_keys.get_secret_value().split(",")]
-            digests += [digest(k) for k in keys if k]
+            for number, key in enumerate((k for k in keys if k), start=1):
+                # The key itself never goes into the message.
+                if len(key) < MIN_KEY_CHARS:
+                    raise ValueError(
+                        f"API key #{number} in GPTAPI_API_KEYS has {len(key)} characters; "
+                        f"keys must have at least {MIN_KEY_CHARS}"
+                    )
+                if not _KEY_CHARS.match(key):
+                    raise ValueError(
+                        f"API key #{number} in GPTAPI_API_KEYS has characters outside "
+                        "printable ASCII (or spaces)"
+                    )
+                digests.append(digest(key))
         if settings.api_keys_file is not None:
             digests += _read_digest_file(settings.api_keys_file)
         if digests:
@@ -94,9 +108,14 @@ def presented_key(request: Request) -> str:
 
 def require_api_key(request: Request) -> str:
     store: KeyStore = request.app.state.keys
-    key_id = store.verify(presented_key(request))
-    if key_id is None:
-        raise AuthenticationError("invalid API key")
+    try:
+        key_id = store.verify(presented_key(request))
+        if key_id is None:
+            raise AuthenticationError("invalid API key")
+    except AuthenticationError:
+        # Wrong keys count against the client address: guessing keys gets 429 soon.
+        request.app.state.rate_limits.hit_ip(client_ip(request.scope))
+        raise
     record = getattr(request.state, "record", None)
     if record is not None:
         record.key_id = key_id

@@ -125,7 +125,10 @@ def serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        proxy_headers=False,
+        **_proxy_options(settings),
+        # uvicorn's access log prints query strings, where a careless client may put its key;
+        # requests.jsonl has every request, by path and key id only.
+        access_log=False,
         server_header=False,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
     )
@@ -165,10 +168,23 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
         port=settings.port,
         workers=args.workers,
         log_level=settings.log_level,
+        **_proxy_options(settings),
+        # uvicorn's access log prints query strings, where a careless client may put its key;
+        # requests.jsonl has every request, by path and key id only.
+        access_log=False,
         server_header=False,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
     )
     return 0
+
+
+def _proxy_options(settings: Settings) -> dict[str, Any]:
+    # Trust X-Forwarded-For only from the configured proxies: anyone else could spoof their
+    # address and dodge the per-IP limit.
+    trusted = settings.forwarded_allow_ips.strip()
+    if not trusted:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": trusted}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -126,13 +126,28 @@ class Settings(BaseSettings):
         description="Per-key limit on the generation routes, e.g. '120/minute' or "
         "'10/second;600/hour' (slowapi/limits syntax).",
     )
+    rate_limit_burst: str = Field(
+        "10/second",
+        description="Per-key burst limit on the generation routes, counted besides rate_limit.",
+    )
+    rate_limit_unauthenticated: str = Field(
+        "600/minute",
+        description="Per-client-IP limit on routes without a key (health, docs, unknown paths) "
+        "and on requests with a missing or wrong key (slows key guessing).",
+    )
     rate_limit_storage: str = Field(
         "memory://",
         description="Where rate-limit counters live: memory:// (one process) or redis://host:port "
         "(shared by workers and replicas).",
     )
 
-    @field_validator("rate_limit")
+    forwarded_allow_ips: str = Field(
+        "",
+        description="Comma-separated proxy IPs whose X-Forwarded-For is trusted for the client IP "
+        "(e.g. 127.0.0.1 behind a local nginx); empty: the socket's peer address.",
+    )
+
+    @field_validator("rate_limit", "rate_limit_burst", "rate_limit_unauthenticated")
     @classmethod
     def _valid_rate_limit(cls, value: str) -> str:
         from limits import parse_many
@@ -151,4 +166,26 @@ class Settings(BaseSettings):
         ge=16,
         le=1_000_000,
         description="Longest prompt/text/question/context in characters.",
+    )
+    max_stop_strings: int = Field(4, ge=0, le=64, description="Most stop strings per request.")
+    max_stop_chars: int = Field(64, ge=1, le=1024, description="Longest stop string, characters.")
+    max_body_bytes: int = Field(
+        256 * 2**10,
+        ge=2**10,
+        le=64 * 2**20,
+        description="Largest request body; bigger ones get 413 as soon as the excess is read.",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Time a client has to send its whole request body; slower ones get 408.",
+    )
+    docs_enabled: bool = Field(
+        True, description="Serve /docs, /redoc and /openapi.json (turn off to hide the schema)."
+    )
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated origins browsers may call the API from ('*' for any); "
+        "empty: CORS off.",
     )

@@ -42,6 +42,16 @@ class InvalidRequest(GptapiError):
     code = "validation_error"
 
 
+class UnsupportedParameter(GptapiError):
+    """A parameter the OpenAI API has and this server does not honour."""
+
+    code = "unsupported_parameter"
+
+    def __init__(self, message: str, *, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 class InputTooLarge(GptapiError):
     code = "input_too_large"
 
@@ -89,6 +99,7 @@ ERROR_TABLE: dict[type[GptapiError], tuple[int, str]] = {
     ContextLengthExceeded: (413, "invalid_request_error"),
     InputTooLarge: (413, "invalid_request_error"),
     InvalidRequest: (422, "invalid_request_error"),
+    UnsupportedParameter: (400, "invalid_request_error"),
     ModelNotReady: (503, "service_unavailable"),
     ServerBusy: (503, "service_unavailable"),
     RateLimited: (429, "rate_limit_error"),
@@ -161,8 +172,17 @@ def _describe_validation(exc: RequestValidationError) -> str:
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    if any(err.get("type") == "json_invalid" for err in exc.errors()):
+        # Not JSON at all is a malformed request (400), like bad UTF-8 or absurd nesting;
+        # 422 is for JSON that breaks the schema.
+        return error_response(
+            request, 400, "invalid_request_error",
+            f"request body is not valid JSON: {_describe_validation(exc)}", "bad_request",
+        )  # fmt: skip
+    # OpenAI's API answers every invalid request with 400; its clients expect that on /v1.
+    status = 400 if request.url.path.startswith("/v1/") else 422
     return error_response(
-        request, 422, "invalid_request_error", _describe_validation(exc), "validation_error"
+        request, status, "invalid_request_error", _describe_validation(exc), "validation_error"
     )
 
 

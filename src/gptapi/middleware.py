@@ -6,16 +6,21 @@ log plus the request metrics.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gptapi.errors import error_body
 from gptapi.memory import MemorySnapshot, delta, snapshot
 from gptapi.requestlog import RequestRecord
+
+errors_log = logging.getLogger("gptapi.errors")
 
 REQUEST_ID_HEADER = "x-request-id"
 # Probes and scrapes arrive every few seconds; log them only when they fail.
@@ -43,19 +48,38 @@ class RequestContextMiddleware:
         # (a fresh one walks every page table). Off the event loop all the same.
         mem_start = None if quiet else await asyncio.to_thread(snapshot, fresh=False)
         status = 500
+        started_response = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
+                started_response = True
                 status = message["status"]
+                # Set by the rate-limit dependency once the key was counted.
+                limits: dict[str, str] = state.get("rate_limit_headers") or {}
                 message["headers"] = [
                     *message.get("headers", []),
                     (REQUEST_ID_HEADER.encode(), request_id.encode()),
+                    *((k.lower().encode(), v.encode()) for k, v in limits.items()),
                 ]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # A bug, not a refusal. Answered here, inside this middleware, so the 500 carries
+            # the request id header and gets its log line like any other response.
+            errors_log.exception("unhandled error in request %s", request_id)
+            if started_response:
+                raise  # mid-stream: nothing left to do but drop the connection
+            if record.end_reason is None:
+                record.end_reason = "internal_error"
+            response = JSONResponse(
+                error_body(type_="server_error", message="internal server error",
+                           code="internal_error", request_id=request_id),
+                status_code=500,
+            )  # fmt: skip
+            await response(scope, receive, send_with_id)
         finally:
             total_s = time.perf_counter() - started
             metrics = getattr(app_state, "metrics", None)

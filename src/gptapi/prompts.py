@@ -57,6 +57,19 @@ def render_template(
     return text
 
 
+def chat_prompt(info: ModelInfo, messages: list[dict[str, str]]) -> TaskPrompt:
+    """A whole conversation, for /v1/chat/completions."""
+    if info.chat_template:
+        return TaskPrompt(render_chat(info, messages), ())
+    # A base model has no turn format of its own: a plain transcript it continues as the
+    # assistant, cut where it would start writing the user's next turn.
+    lines = [f"{_SPEAKERS[m['role']]}: {m['content'].strip()}" for m in messages]
+    return TaskPrompt("\n".join([*lines, "Assistant:"]), ("\nUser:", "\nSystem:"))
+
+
+_SPEAKERS = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
+
+
 def _chat(info: ModelInfo, instruction: str) -> TaskPrompt:
     return TaskPrompt(render_chat(info, [{"role": "user", "content": instruction}]), ())
 

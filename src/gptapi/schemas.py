@@ -6,11 +6,33 @@ checked by ``limits`` against the running configuration.
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 _STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False)
+# C0 controls other than tab, newline and carriage return: never text, and NUL would cut the
+# string short on its way into C.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must contain more than whitespace")
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters such as NUL")
+    return value
+
+
+def _stop(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters such as NUL")
+    return value
+
+
+Text = Annotated[str, Field(min_length=1), AfterValidator(_text)]
+StopString = Annotated[str, Field(min_length=1), AfterValidator(_stop)]
 
 
 class SamplingFields(BaseModel):
@@ -44,11 +66,13 @@ class GenerateRequest(SamplingFields):
         },
     )
 
-    prompt: str = Field(..., min_length=1, description="Text for the model to continue.")
-    stop: list[str] = Field(
+    prompt: Text = Field(..., description="Text for the model to continue.")
+    stop: list[StopString] = Field(
         default_factory=list,
-        max_length=4,
-        description="Up to 4 strings; generation ends before the first one produced.",
+        max_length=64,
+        description="Generation ends before the first of these it produces (at most "
+        "GPTAPI_MAX_STOP_STRINGS strings of GPTAPI_MAX_STOP_CHARS characters; 4 and 64 by "
+        "default).",
     )
 
 
@@ -66,7 +90,7 @@ class SummarizeRequest(SamplingFields):
         },
     )
 
-    text: str = Field(..., min_length=1, description="The text to summarize.")
+    text: Text = Field(..., description="The text to summarize.")
     max_words: int | None = Field(None, ge=1, le=1000, description="Upper bound on summary words.")
 
 
@@ -83,8 +107,8 @@ class AnswerRequest(SamplingFields):
         },
     )
 
-    question: str = Field(..., min_length=1, description="The question to answer.")
-    context: str | None = Field(
+    question: Text = Field(..., description="The question to answer.")
+    context: Text | None = Field(
         None, description="Text holding the answer; when given, the answer comes from it."
     )
 

@@ -106,3 +106,23 @@ def test_stream_mode_measures_first_token_and_inter_token_latency(
         assert len(r["inter_token_s"]) >= 5
         assert r["completion_tokens"] == 12
     assert "inter-token:" in (out / "output.txt").read_text()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_same_load_through_the_openai_api(
+    live_server: LiveServer, tmp_path: Path, stream: bool
+) -> None:
+    out = tmp_path / "run"
+    result = run_bench(
+        "--base-url", live_server.base_url, "--api", "openai",
+        "--users", "3", "--requests-per-user", "2", "--max-tokens", "6",
+        "--out", str(out), *(["--stream"] if stream else []),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = request_lines(out / "output.txt")
+    assert len(lines) == 6
+    assert all(m.group(1) == "200" for m in lines)
+    raw = json.loads((out / "result.json").read_text())
+    assert all(r["completion_tokens"] and r["completion_tokens"] <= 6 for r in raw["requests"])
+    if stream:
+        assert all(r["ttft_s"] is not None for r in raw["requests"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from gptapi.api.deps import PoolDep, SettingsDep
@@ -10,7 +12,12 @@ from gptapi.schemas import ErrorResponse, Health, Ready
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", summary="Liveness: the process answers")
+_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {"model": ErrorResponse, "description": "Too many requests from this address"}
+}
+
+
+@router.get("/health", summary="Liveness: the process answers", responses=_LIMITED)
 async def health() -> Health:
     return Health(status="ok")
 
@@ -18,7 +25,7 @@ async def health() -> Health:
 @router.get(
     "/ready",
     summary="Readiness: the model is loaded and requests can be served",
-    responses={503: {"model": ErrorResponse, "description": "Model still loading"}},
+    responses={503: {"model": ErrorResponse, "description": "Model still loading"}, **_LIMITED},
 )
 async def ready(pool: PoolDep, settings: SettingsDep) -> Ready:
     admission = pool.admission

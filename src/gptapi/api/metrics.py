@@ -9,11 +9,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gptapi.api.deps import SettingsDep
 from gptapi.auth import require_api_key
+from gptapi.schemas import ErrorResponse
 
 router = APIRouter(tags=["metrics"])
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+              "description": "Prometheus text exposition format"},
+        401: {"model": ErrorResponse, "description": "Missing, malformed or unknown API key"},
+        429: {"model": ErrorResponse, "description": "Rate limit exhausted"},
+    },
+)  # fmt: skip
 async def metrics(request: Request, settings: SettingsDep) -> Response:
     if not settings.metrics_public:
         require_api_key(request)

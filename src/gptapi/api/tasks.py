@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -12,10 +11,11 @@ from fastapi.responses import StreamingResponse
 from gptapi import prompts
 from gptapi.api.cancel import cancel_on_disconnect
 from gptapi.api.deps import PoolDep, SettingsDep
+from gptapi.api.sse import first_event, sse_event
 from gptapi.config import Settings
 from gptapi.engine import Delta
 from gptapi.errors import GptapiError, error_body
-from gptapi.limits import GenerationKey, check_text_length, sampling_params
+from gptapi.limits import GenerationKey, check_stop_strings, check_text_length, sampling_params
 from gptapi.pool import Completion, InferencePool
 from gptapi.requestlog import RequestRecord
 from gptapi.schemas import (
@@ -31,11 +31,30 @@ from gptapi.schemas import (
 
 router = APIRouter(tags=["tasks"])
 
+# With "stream": true the 200 is an event stream instead of the JSON body.
+STREAMING: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": 'The result as JSON, or Server-Sent Events with "stream": true',
+        "content": {
+            "text/event-stream": {
+                # One event: its `data` is a JSON chunk, or `[DONE]` at the end.
+                "schema": {
+                    "type": "object",
+                    "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+                    "required": ["data"],
+                }
+            }
+        },
+    }
+}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Body is not valid JSON"},
     401: {"model": ErrorResponse, "description": "Missing, malformed or unknown API key"},
+    408: {"model": ErrorResponse, "description": "Body not received within the time limit"},
     429: {"model": ErrorResponse, "description": "This key's rate limit is exhausted"},
-    413: {"model": ErrorResponse, "description": "Input too long for the limits or context"},
-    422: {"model": ErrorResponse, "description": "Invalid request body"},
+    413: {"model": ErrorResponse, "description": "Body, input or prompt too large"},
+    415: {"model": ErrorResponse, "description": "Body is not sent as application/json"},
+    422: {"model": ErrorResponse, "description": "Body does not match the schema or limits"},
     500: {"model": ErrorResponse, "description": "Generation failed for this request"},
     503: {"model": ErrorResponse, "description": "Model loading, or all slots and queue full"},
     504: {"model": ErrorResponse, "description": "Request exceeded its time limit"},
@@ -79,7 +98,7 @@ async def _run(
     model = pool.engine.info.id
     if body.stream:
         events = pool.stream(task.text, params, record=record)
-        first = await cancel_on_disconnect(request, _first_event(events))
+        first = await cancel_on_disconnect(request, first_event(events))
         return StreamingResponse(
             _sse(first, events, record, model, settings.log_text),
             media_type="text/event-stream",
@@ -91,16 +110,6 @@ async def _run(
     return _response(record, model, result)
 
 
-async def _first_event(events: AsyncGenerator[Delta | Completion, None]) -> Delta | Completion:
-    """Run up to the first delta before answering, so refusals (busy, timeout in the queue)
-    are still proper HTTP errors rather than errors inside a 200 stream."""
-    try:
-        return await anext(events)
-    except BaseException:
-        await events.aclose()
-        raise
-
-
 async def _sse(
     first: Delta | Completion,
     events: AsyncGenerator[Delta | Completion, None],
@@ -110,9 +119,6 @@ async def _sse(
 ) -> AsyncIterator[bytes]:
     # Starlette cancels this generator when the client goes away; closing `events` then
     # cancels the sequence, which frees its slot at the next decode step.
-    def event(data: dict[str, Any]) -> bytes:
-        return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
-
     try:
         event_ = first
         while True:
@@ -120,15 +126,15 @@ async def _sse(
                 if log_text:
                     record.text = {"output": event_.text}
                 final = _response(record, model, event_).model_dump()
-                yield event({**final, "text": ""})
+                yield sse_event({**final, "text": ""})
                 break
             if event_.text:
-                yield event({"id": record.request_id, "text": event_.text})
+                yield sse_event({"id": record.request_id, "text": event_.text})
             event_ = await anext(events)
         yield b"data: [DONE]\n\n"
     except GptapiError as exc:
         record.end_reason = exc.code
-        yield event(
+        yield sse_event(
             error_body(
                 type_="server_error", message=exc.message, code=exc.code,
                 request_id=record.request_id,
@@ -141,7 +147,7 @@ async def _sse(
 @router.post(
     "/generate-text",
     response_model=TaskResponse,
-    responses=ERROR_RESPONSES,
+    responses={**STREAMING, **ERROR_RESPONSES},
     summary="Continue a prompt",
 )
 async def generate_text(
@@ -152,6 +158,7 @@ async def generate_text(
     settings: SettingsDep,
 ) -> TaskResponse | StreamingResponse:
     check_text_length(settings, prompt=body.prompt)
+    check_stop_strings(settings, body.stop)
     task = prompts.generate_prompt(pool.engine.info, body.prompt)
     return await _run(request, pool, settings, body, "generate", task, tuple(body.stop))
 
@@ -159,7 +166,7 @@ async def generate_text(
 @router.post(
     "/summarize-text",
     response_model=TaskResponse,
-    responses=ERROR_RESPONSES,
+    responses={**STREAMING, **ERROR_RESPONSES},
     summary="Summarize a text",
 )
 async def summarize_text(
@@ -177,7 +184,7 @@ async def summarize_text(
 @router.post(
     "/answer-question",
     response_model=TaskResponse,
-    responses=ERROR_RESPONSES,
+    responses={**STREAMING, **ERROR_RESPONSES},
     summary="Answer a question, from the given context when there is one",
 )
 async def answer_question(
