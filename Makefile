@@ -24,13 +24,18 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The rate-limit tests share counters through a real redis-server (Debian package).
+# The shared rate-limit and scale-out tests run a real redis-server and nginx (Debian packages).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+SYSTEM_PACKAGES := redis-server nginx
 system-deps:
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server (Debian) for the shared rate-limit tests"; \
-	  $(SUDO) apt-get install -y -q redis-server >/dev/null 2>&1 || \
-	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; }; }
+	@missing=""; for b in redis-server nginx; do \
+	  command -v $$b >/dev/null || [ -x /usr/sbin/$$b ] || missing="$$missing $$b"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing$$missing (Debian) for the rate-limit and scale-out tests"; \
+	    $(SUDO) apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \
+	    { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(SYSTEM_PACKAGES); }; \
+	    for s in $(SYSTEM_PACKAGES); do $(SUDO) service $$s stop >/dev/null 2>&1 || true; done; \
+	  fi  # the tests start their own on free ports: the packages' default services are stopped
 
 test: lint system-deps
 	$(BIN)/pytest

@@ -4,8 +4,6 @@ redis-server so a key's limit holds across two server processes."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,29 +88,6 @@ def test_unauthenticated_routes_and_wrong_keys_are_limited_per_client_address(
             assert c.post("/generate-text", json=GOOD).status_code == 200
     finally:
         stop_server(server)
-
-
-@pytest.fixture()
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is missing: `make test` installs it (Debian: redis-server)"
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        ping = subprocess.run(
-            ["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True, check=False
-        )
-        if ping.stdout.strip() == "PONG":
-            break
-        time.sleep(0.1)
-    yield f"redis://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
 
 
 def test_a_keys_limit_holds_across_two_servers_sharing_redis(

@@ -99,3 +99,29 @@ def test_every_slot_is_free_after_the_failures(engine: LlamaEngine) -> None:
         )
 
     assert all(text for text in asyncio.run(two_at_once()))
+
+
+def test_a_burst_reaching_an_idle_engine_shares_its_first_prefill_step(
+    engine: LlamaEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = llama_cpp.llama_decode
+    batches: list[int] = []
+
+    def recording(ctx: Any, batch: Any) -> int:
+        batches.append(int(batch.n_tokens))
+        return int(real(ctx, batch))
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", recording)
+    prompts = ["Once upon a time", "The capital of France is"]
+    tokens = [engine.tokenize(p) for p in prompts]
+
+    async def burst() -> None:
+        async def one(i: int) -> None:
+            await asyncio.sleep(0.003 * i)  # requests parsed a few ms apart
+            async for _ in engine.generate(tokens[i], SamplingParams(max_tokens=2)):
+                pass
+
+        await asyncio.gather(*(one(i) for i in range(len(prompts))))
+
+    asyncio.run(burst())
+    assert batches[0] == sum(len(t) for t in tokens)

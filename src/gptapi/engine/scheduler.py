@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,9 @@ log = logging.getLogger("gptapi.scheduler")
 
 Emit = Callable[[Delta | EngineError], None]
 _IDLE_POLL_S = 0.1
+# Arrivals closer than this to the previous one join the same first step (see _gather).
+_GATHER_GAP_S = 0.01
+_GATHER_MAX_S = 0.1
 _KV_TYPES = {
     "f16": llama_cpp.GGML_TYPE_F16,
     "q8_0": llama_cpp.GGML_TYPE_Q8_0,
@@ -152,6 +156,7 @@ class Scheduler:
                 self._waiting.append(self._inbox.get(timeout=_IDLE_POLL_S))
             except queue.Empty:
                 return
+            self._gather()
         while True:
             try:
                 self._waiting.append(self._inbox.get_nowait())
@@ -165,6 +170,17 @@ class Scheduler:
             seq.seq_id = self._free_ids.pop(0)
             seq.sampler = _make_sampler(seq.params)
             self._active.append(seq)
+
+    def _gather(self) -> None:
+        """An idle engine just got a request: take the ones arriving right behind it too, so a
+        burst shares one prefill step. Started alone, the first would hold the cores for a whole
+        prompt step while the rest are still being parsed, and they would start a step later."""
+        deadline = time.monotonic() + _GATHER_MAX_S
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                self._waiting.append(self._inbox.get(timeout=min(_GATHER_GAP_S, left)))
+            except queue.Empty:
+                return
 
     def _drop_cancelled(self) -> None:
         for seq in [s for s in self._active if s.cancelled]:
