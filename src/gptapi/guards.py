@@ -48,8 +48,12 @@ class Guards:
         send = _with_security_headers(send, scope["path"])
         state = scope.setdefault("state", {})
         if scope["path"] not in self.keyed_paths:
+            limits = scope["app"].state.rate_limits
             try:
-                scope["app"].state.rate_limits.hit_ip(client_ip(scope))
+                if limits.remote:
+                    await asyncio.to_thread(limits.hit_ip, client_ip(scope))
+                else:
+                    limits.hit_ip(client_ip(scope))
             except RateLimited as exc:
                 await _error(send, state, 429, "rate_limit_error", exc.message, exc.code,
                              exc.headers)  # fmt: skip

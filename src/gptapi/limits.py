@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends, Request
 from limits import RateLimitItem, parse_many
@@ -39,9 +39,17 @@ class RateLimits:
         ]
         self.unauthenticated: list[RateLimitItem] = parse_many(settings.rate_limit_unauthenticated)
         self.storage_uri = settings.rate_limit_storage
+        # A networked store is called from worker threads (it blocks), with short timeouts: a
+        # Redis that stops answering must cost a request 0.5 s and the fallback, not a thread.
+        self.remote = not self.storage_uri.startswith("memory://")
         self.limiter = Limiter(
             key_func=get_remote_address,
             storage_uri=settings.rate_limit_storage,
+            # slowapi annotates these as str, but hands them to redis-py, which wants numbers.
+            storage_options=cast(
+                dict[str, str],
+                {"socket_timeout": 0.5, "socket_connect_timeout": 0.5} if self.remote else {},
+            ),
             strategy="moving-window",
         )
         self._fallback = Limiter(key_func=get_remote_address, strategy="moving-window")
