@@ -57,5 +57,5 @@ ENV GPTAPI_HOST=0.0.0.0 \
 VOLUME ["/models"]
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
-  CMD ["curl", "-fsS", "http://127.0.0.1:8000/health"]
+  CMD ["sh", "-c", "curl -fsS http://127.0.0.1:${GPTAPI_PORT}/health"]
 ENTRYPOINT ["gptapi", "serve"]
