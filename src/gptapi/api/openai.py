@@ -15,12 +15,12 @@ from fastapi.responses import StreamingResponse
 from gptapi import prompts
 from gptapi.api.cancel import cancel_on_disconnect
 from gptapi.api.deps import PoolDep, SettingsDep
-from gptapi.api.sse import first_event, sse_event
+from gptapi.api.sse import error_event, first_event, sse_event
 from gptapi.api.tasks import ERROR_RESPONSES, STREAMING
 from gptapi.auth import ApiKeyId
 from gptapi.config import Settings
 from gptapi.engine import Delta, SamplingParams
-from gptapi.errors import GptapiError, UnsupportedParameter, error_body
+from gptapi.errors import GptapiError, UnsupportedParameter
 from gptapi.limits import GenerationKey, check_stop_strings, check_text_length, sampling_params
 from gptapi.pool import Completion, InferencePool
 from gptapi.requestlog import RequestRecord
@@ -251,10 +251,6 @@ async def _sse(
             yield sse_event(usage)
         yield b"data: [DONE]\n\n"
     except GptapiError as exc:
-        record.end_reason = exc.code
-        yield sse_event(
-            error_body(type_="server_error", message=exc.message, code=exc.code,
-                       request_id=record.request_id)
-        )  # fmt: skip
+        yield error_event(record, exc)
     finally:
         await events.aclose()

@@ -6,6 +6,9 @@ import json
 from collections.abc import AsyncGenerator
 from typing import Any, TypeVar
 
+from gptapi.errors import GptapiError, error_body
+from gptapi.requestlog import RequestRecord
+
 T = TypeVar("T")
 
 
@@ -21,3 +24,12 @@ async def first_event(events: AsyncGenerator[T, None]) -> T:
     except BaseException:
         await events.aclose()
         raise
+
+
+def error_event(record: RequestRecord, exc: GptapiError) -> bytes:
+    """A failure after the 200 went out: the last event of the stream, in the one error shape."""
+    record.end_reason = exc.code
+    return sse_event(
+        error_body(type_="server_error", message=exc.message, code=exc.code,
+                   request_id=record.request_id)
+    )  # fmt: skip

@@ -11,10 +11,10 @@ from fastapi.responses import StreamingResponse
 from gptapi import prompts
 from gptapi.api.cancel import cancel_on_disconnect
 from gptapi.api.deps import PoolDep, SettingsDep
-from gptapi.api.sse import first_event, sse_event
+from gptapi.api.sse import error_event, first_event, sse_event
 from gptapi.config import Settings
 from gptapi.engine import Delta
-from gptapi.errors import GptapiError, error_body
+from gptapi.errors import GptapiError
 from gptapi.limits import GenerationKey, check_stop_strings, check_text_length, sampling_params
 from gptapi.pool import Completion, InferencePool
 from gptapi.requestlog import RequestRecord
@@ -133,13 +133,7 @@ async def _sse(
             event_ = await anext(events)
         yield b"data: [DONE]\n\n"
     except GptapiError as exc:
-        record.end_reason = exc.code
-        yield sse_event(
-            error_body(
-                type_="server_error", message=exc.message, code=exc.code,
-                request_id=record.request_id,
-            )
-        )  # fmt: skip
+        yield error_event(record, exc)
     finally:
         await events.aclose()
 
