@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -146,14 +147,11 @@ async def one_request(
         usage = body["usage"]
         ttft = None if ttft_ms is None else ttft_ms / 1000
         return 200, ttft, usage["completion_tokens"], usage["prompt_tokens"]
+    # Each engine as shipped: llama-server's prompt cache (cache_prompt) stays on, as gptapi's
+    # prefix sharing does; each reuses a prompt's opening tokens in its own way.
     r = await client.post(
         "/completion",
-        json={
-            "prompt": target.render(prompt(i)),
-            "n_predict": new_tokens,
-            "temperature": 0,
-            "cache_prompt": False,
-        },
+        json={"prompt": target.render(prompt(i)), "n_predict": new_tokens, "temperature": 0},
     )
     latency = time.perf_counter() - start
     if r.status_code != 200:
@@ -161,8 +159,10 @@ async def one_request(
     body = r.json()
     t = body["timings"]
     # llama-server reports no arrival-to-first-token time; take the latency minus the time spent
-    # producing the tokens after the first.
-    ttft = latency - (t["predicted_ms"] - t["predicted_per_token_ms"]) / 1000
+    # producing the tokens after the first. Its predicted_ms starts when the prompt is done, the
+    # moment its first token is sampled, so it already is that time (subtracting
+    # predicted_ms - predicted_per_token_ms, as before 2026-11-29, overstated TTFT by 1/n).
+    ttft = latency - t["predicted_ms"] / 1000
     return 200, ttft, int(body["tokens_predicted"]), int(t["prompt_n"])
 
 
@@ -242,9 +242,16 @@ def wait_ready(base_url: str, kind: str, proc: subprocess.Popen[bytes], log: Pat
     raise RuntimeError(f"{kind} not ready in 900 s; see {log}")
 
 
-def run_target(
-    target: Target, users_levels: list[int], per_user: dict[int, int], new_tokens: int, logs: Path
-) -> list[Level]:
+@dataclass
+class Started:
+    target: Target
+    proc: subprocess.Popen[bytes]
+    base_url: str
+
+
+def start_target(target: Target, new_tokens: int, logs: Path) -> Started:
+    """Start a server, wait until it is ready and warm it up (weights faulted in, graphs built)
+    so nothing after this times a cold start."""
     port = free_port()
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{target.name}.log"
@@ -252,23 +259,115 @@ def run_target(
     env = {**os.environ, "GPTAPI_LOG_DIR": str(logs / f"{target.name}-jsonl"), **target.env}
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    base_url = f"http://127.0.0.1:{port}"
+    started = Started(target, proc, f"http://127.0.0.1:{port}")
+    try:
+        wait_ready(started.base_url, target.kind, proc, log)
+        asyncio.run(run_level(started.base_url, target, proc.pid, 1, 1, new_tokens, 10_000))
+    except BaseException:
+        stop(proc)
+        raise
+    return started
+
+
+def run_target(
+    target: Target, users_levels: list[int], per_user: dict[int, int], new_tokens: int, logs: Path
+) -> list[Level]:
+    started = start_target(target, new_tokens, logs)
     levels: list[Level] = []
     try:
-        wait_ready(base_url, target.kind, proc, log)
-        # Warm-up: fault the weights in and build compute graphs before anything is timed.
-        asyncio.run(run_level(base_url, target, proc.pid, 1, 1, new_tokens, 10_000))
         index = 0
         for users in users_levels:
             level, _ = asyncio.run(
-                run_level(base_url, target, proc.pid, users, per_user[users], new_tokens, index)
+                run_level(
+                    started.base_url,
+                    target,
+                    started.proc.pid,
+                    users,
+                    per_user[users],
+                    new_tokens,
+                    index,
+                )
             )
             index += users * per_user[users]
             levels.append(level)
             print(format_row(target.name, level), flush=True)
     finally:
-        stop(proc)
+        stop(started.proc)
     return levels
+
+
+def run_interleaved(
+    chosen: list[Target],
+    users_levels: list[int],
+    per_user: dict[int, int],
+    new_tokens: int,
+    rounds: int,
+    logs: Path,
+) -> dict[str, list[Level]]:
+    """All servers up at once, each level run ``rounds`` times per server, alternating
+    A B, B A, ... so the VM's minute-to-minute speed drift hits every server alike. The servers
+    not being measured are frozen (SIGSTOP): an idle server's timers and samplers would
+    otherwise take CPU from the one being measured."""
+    running: list[Started] = []
+    results: dict[str, list[Level]] = {t.name: [] for t in chosen}
+    try:
+        for target in chosen:
+            running.append(start_target(target, new_tokens, logs))
+            running[-1].proc.send_signal(signal.SIGSTOP)
+        index = 0
+        for users in users_levels:
+            for r in range(rounds):
+                for started in running if r % 2 == 0 else running[::-1]:
+                    started.proc.send_signal(signal.SIGCONT)
+                    time.sleep(1)
+                    level, _ = asyncio.run(
+                        run_level(
+                            started.base_url,
+                            started.target,
+                            started.proc.pid,
+                            users,
+                            per_user[users],
+                            new_tokens,
+                            index,
+                        )
+                    )
+                    started.proc.send_signal(signal.SIGSTOP)
+                    results[started.target.name].append(level)
+                    print(format_row(f"{started.target.name} #{r + 1}", level), flush=True)
+                # Every server gets the same distinct prompts in a round; rounds differ.
+                index += users * per_user[users]
+    finally:
+        for started in running:
+            started.proc.send_signal(signal.SIGCONT)
+            stop(started.proc)
+    return results
+
+
+def paired_summary(results: dict[str, list[Level]], reference: str) -> list[str]:
+    """Per level: each engine's median over the rounds, and its tok/s and p95 latency as
+    ratios to the reference engine's in the same round (min / median / max)."""
+    lines = [
+        f"Paired with `{reference}` (same round, same prompts):",
+        "",
+        "| engine | users | rounds | median tok/s | tok/s ratio min / median / max | "
+        "median p95 latency (s) | p95 ratio min / median / max |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ref_levels = results[reference]
+    for name, levels in results.items():
+        for users in dict.fromkeys(lv.users for lv in levels):
+            mine = [lv for lv in levels if lv.users == users]
+            ref = [lv for lv in ref_levels if lv.users == users]
+            tok = [a.tok_per_s / b.tok_per_s for a, b in zip(mine, ref, strict=True)]
+            p95 = [a.latency_p95_s / b.latency_p95_s for a, b in zip(mine, ref, strict=True)]
+            lines.append(
+                f"| {name} | {users} | {len(mine)} | "
+                f"{percentile([lv.tok_per_s for lv in mine], 0.5):.2f} | "
+                f"{min(tok):.2f} / {percentile(tok, 0.5):.2f} / {max(tok):.2f} | "
+                f"{percentile([lv.latency_p95_s for lv in mine], 0.5):.2f} | "
+                f"{min(p95):.2f} / {percentile(p95, 0.5):.2f} / {max(p95):.2f} |"
+            )
+    return lines
 
 
 def format_row(name: str, lv: Level) -> str:
@@ -331,6 +430,19 @@ def targets(args: argparse.Namespace) -> list[Target]:
         )
         for s in args.slots
     ]
+    # A/B of settings: the batched engine again under each variant's extra GPTAPI_* values.
+    for variant in args.variant:
+        label, _, assignments = variant.partition(":")
+        extra = dict(a.split("=", 1) for a in assignments.split(",") if a)
+        out += [
+            Target(
+                f"gptapi batched (slots {s}) [{label}]",
+                gptapi,
+                "gptapi",
+                {**base_env, "GPTAPI_ENGINE": "batched", "GPTAPI_SLOTS": str(s), **extra},
+            )
+            for s in args.slots
+        ]
     if args.llama_server:
         model = str(args.model or _embedded_model())
         render = chat_renderer(Path(model))
@@ -381,7 +493,7 @@ def _embedded_model() -> Path:
     return embedded_model_path()
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.engines",
         description=__doc__,
@@ -400,11 +512,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", default="16", help="slot counts for the batched engine")
     parser.add_argument("--llama-server", type=Path, help="llama-server binary to compare with")
     parser.add_argument("--server-np", default="1,10,16", help="llama-server -np values")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL:KEY=VALUE,...",
+        help="also run the batched engine with these GPTAPI_* settings (repeatable)",
+    )
     parser.add_argument("--only", help="comma-separated substrings of engine names to run")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="more than 1: start all engines at once and alternate them round by round "
+        "(paired comparison; the first llama-server engine chosen is the reference)",
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = _parser().parse_args(argv)
     args.slots = [int(s) for s in args.slots.split(",")]
     args.server_np = [int(s) for s in args.server_np.split(",")]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     users_levels = [int(u) for u in args.users.split(",")]
     per_user = {u: 1 for u in users_levels}
     for pair in args.requests_per_user.split(","):
@@ -420,9 +555,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         keys = args.only.split(",")
         chosen = [t for t in chosen if any(k in t.name for k in keys)]
-    for target in chosen:
-        levels = run_target(target, users_levels, per_user, args.new_tokens, out_dir / "logs")
-        results[target.name] = [asdict(lv) for lv in levels]
+    summary: list[str] = []
+    if args.rounds > 1:
+        by_engine = run_interleaved(
+            chosen, users_levels, per_user, args.new_tokens, args.rounds, out_dir / "logs"
+        )
+        results = {name: [asdict(lv) for lv in lvs] for name, lvs in by_engine.items()}
+        reference = next((t.name for t in chosen if t.kind == "llama-server"), chosen[0].name)
+        summary = ["", *paired_summary(by_engine, reference)]
+        print("\n".join(summary), flush=True)
+    for target in chosen if args.rounds == 1 else []:
+        measured = run_target(target, users_levels, per_user, args.new_tokens, out_dir / "logs")
+        results[target.name] = [asdict(lv) for lv in measured]
     meta = {
         "date": stamp,
         "command": "python -m bench.engines "
@@ -432,6 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         "new_tokens": args.new_tokens,
         "threads": args.threads,
         "ctx_per_slot": args.ctx,
+        "rounds": args.rounds,
     }
     (out_dir / "engines.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     lines = [
@@ -443,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name, levels in results.items():
         lines += [format_row(name, Level(**lv)) for lv in levels]
+    lines += summary
     (out_dir / "engines.md").write_text("\n".join(lines) + "\n")
     print(f"\nwrote {out_dir}/engines.md and engines.json")
     return 0

@@ -23,6 +23,7 @@ class BrokenTokenizer:
     """An engine whose tokenizer hits a bug: the one way to reach the catch-all 500."""
 
     slots = 1
+    prompt_tokens_shared = 0
     info = ModelInfo(
         id="broken", path=Path("broken.gguf"), size_bytes=1, origin="test", n_ctx=512,
         chat_template=None, bos_token="", eos_token="",

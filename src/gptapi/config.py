@@ -78,6 +78,11 @@ class Settings(BaseSettings):
         description="One KV buffer for all slots (fast attention with short contexts) instead of "
         "one per slot (attention never scans other slots' cells: better with long prompts).",
     )
+    share_prefixes: bool = Field(
+        True,
+        description="Compute a prompt prefix shared by concurrent requests (system prompt, chat "
+        "template) once and share its KV cells; needs kv_unified.",
+    )
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field(
         "f16",
         description="Precision of the KV cache: q8_0 halves its RAM (q4_0 quarters it) at a small "

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gptapi.memory import snapshot
@@ -37,6 +37,18 @@ class _MemoryCollector(Collector):
             "gptapi_system_available_memory_bytes",
             "MemAvailable of the machine",
             value=float(snap.system_available_bytes),
+        )
+
+
+class _SharedPromptCollector(Collector):
+    def __init__(self, shared: Callable[[], int]) -> None:
+        self._shared = shared
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "gptapi_prompt_tokens_shared",
+            "Prompt tokens taken over from another request's KV cache instead of computed",
+            value=float(self._shared()),
         )
 
 
@@ -88,3 +100,6 @@ class Metrics:
         self.busy_slots.set_function(lambda: float(busy()))
         self.queue_depth.set_function(lambda: float(queued()))
         self.slots.set(slots)
+
+    def track_prompt_sharing(self, shared: Callable[[], int]) -> None:
+        self.registry.register(_SharedPromptCollector(shared))

@@ -143,6 +143,7 @@ class InferencePool:
             metrics.track_admission(
                 lambda: self.admission.busy, lambda: self.admission.queued, engine.slots
             )
+            metrics.track_prompt_sharing(lambda: engine.prompt_tokens_shared)
 
     def _refuse(self, exc: ServerBusy | ContextLengthExceeded, reason: str) -> NoReturn:
         if self.metrics is not None:

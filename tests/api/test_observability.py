@@ -1,5 +1,6 @@
 """Request log, memory samples, /metrics and the memory guard, on the real model."""
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -12,6 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from gptapi.app import create_app
 from gptapi.config import Settings
 from tests.conftest import API_KEY, LiveServer
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 ENTRY_FIELDS = {
     "timestamp", "request_id", "key_id", "route", "method", "task", "status", "end_reason",
@@ -132,6 +135,27 @@ def test_metrics_parse_and_move_with_requests(
     assert after[("gptapi_slots", ())] == 8
     assert after[("gptapi_process_memory_bytes", (("kind", "rss_file"),))] > 0
     assert after[("gptapi_system_available_memory_bytes", ())] > 0
+
+
+def test_metrics_count_prompt_tokens_shared_by_concurrent_requests(
+    live_server: LiveServer, client: httpx.Client
+) -> None:
+    before = metric_values(client.get("/metrics").text)
+    background = "Background: " + "the quick brown fox jumps over the lazy dog. " * 6
+    prompts = [background + "Question: what is the fox?", background + "Question: the dog?"]
+
+    async def both() -> list[int]:
+        async with httpx.AsyncClient(base_url=live_server.base_url, headers=AUTH, timeout=60) as c:
+            responses = await asyncio.gather(
+                *(c.post("/generate-text", json={"prompt": p, "max_tokens": 20}) for p in prompts)
+            )
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(both()) == [200, 200]
+    after = metric_values(client.get("/metrics").text)
+    shared = after[("gptapi_prompt_tokens_shared_total", ())]
+    # One request takes over at least the common background from the other.
+    assert shared - before.get(("gptapi_prompt_tokens_shared_total", ()), 0.0) >= 60
 
 
 def test_memory_guard_refuses_with_503_when_free_memory_is_below_its_threshold() -> None:

@@ -32,3 +32,47 @@ def test_llama_server_gets_the_text_gptapi_feeds_its_engine(monkeypatch) -> None
 def test_base_model_prompts_go_to_llama_server_unchanged() -> None:
     render = engines.chat_renderer(embedded_model_path())
     assert render(prompt(3)) == prompt(3)
+
+
+def _level(users: int, tok_per_s: float, p95: float) -> engines.Level:
+    return engines.Level(
+        users=users,
+        requests=users,
+        errors=0,
+        wall_s=1.0,
+        output_tokens=16 * users,
+        prompt_tokens_mean=32.0,
+        tok_per_s=tok_per_s,
+        latency_p50_s=p95,
+        latency_p95_s=p95,
+        ttft_p50_s=None,
+        ttft_p95_s=None,
+        rss_mib=0.0,
+        rss_anon_mib=0.0,
+        rss_file_mib=0.0,
+    )
+
+
+def test_paired_summary_compares_each_round_with_the_reference_round() -> None:
+    # Round 2 is slower for both engines (VM drift): pairing per round cancels it out.
+    results = {
+        "gptapi": [_level(10, 5.0, 30.0), _level(10, 4.0, 36.0), _level(10, 5.5, 28.0)],
+        "llama-server": [_level(10, 5.0, 30.0), _level(10, 4.4, 33.0), _level(10, 5.0, 28.0)],
+    }
+    lines = engines.paired_summary(results, "llama-server")
+    row = next(line for line in lines if line.startswith("| gptapi |"))
+    assert row == "| gptapi | 10 | 3 | 5.00 | 0.91 / 1.00 / 1.10 | 30.00 | 1.00 / 1.00 / 1.09 |"
+    ref_row = next(line for line in lines if line.startswith("| llama-server |"))
+    assert "1.00 / 1.00 / 1.00" in ref_row
+
+
+def test_a_variant_runs_the_batched_engine_again_with_its_settings() -> None:
+    args = engines.parse_args(
+        ["--slots", "16", "--variant", "quiet:GPTAPI_MEM_SAMPLE_S=0,GPTAPI_TRACEMALLOC=false"]
+    )
+    by_name = {t.name: t for t in engines.targets(args)}
+    variant = by_name["gptapi batched (slots 16) [quiet]"]
+    assert variant.env["GPTAPI_MEM_SAMPLE_S"] == "0"
+    assert variant.env["GPTAPI_TRACEMALLOC"] == "false"
+    assert variant.env["GPTAPI_SLOTS"] == "16"
+    assert "GPTAPI_MEM_SAMPLE_S" not in by_name["gptapi batched (slots 16)"].env

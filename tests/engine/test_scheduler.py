@@ -124,4 +124,6 @@ def test_a_burst_reaching_an_idle_engine_shares_its_first_prefill_step(
         await asyncio.gather(*(one(i) for i in range(len(prompts))))
 
     asyncio.run(burst())
-    assert batches[0] == sum(len(t) for t in tokens)
+    # Both prompts are in the first step; their common <bos> is computed once (shared prefix).
+    assert tokens[0][0] == tokens[1][0] and tokens[0][1] != tokens[1][1]
+    assert batches[0] == sum(len(t) for t in tokens) - 1

@@ -55,6 +55,11 @@ class Engine(Protocol):
         """Sequences that can decode at once; admission never lets more in."""
         ...
 
+    @property
+    def prompt_tokens_shared(self) -> int:
+        """Prompt tokens taken over from other sequences' KV cells so far (not computed)."""
+        ...
+
     def tokenize(self, text: str) -> list[int]:
         """Thread-safe; may block for long texts, so call it off the event loop."""
         ...

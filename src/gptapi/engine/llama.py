@@ -51,6 +51,11 @@ class LlamaEngine:
     def slots(self) -> int:
         return sum(s.slots for s in self._schedulers)
 
+    @property
+    def prompt_tokens_shared(self) -> int:
+        """Prompt tokens taken over from another sequence's KV cells instead of computed."""
+        return sum(s.prompt_tokens_shared for s in self._schedulers)
+
     def tokenize(self, text: str) -> list[int]:
         return self._model.tokenize(text)
 
@@ -137,6 +142,7 @@ def _build_schedulers(model: LlamaModel, settings: Settings) -> list[Scheduler]:
                 n_batch=settings.n_batch,
                 kv_unified=settings.kv_unified,
                 kv_cache_type=settings.kv_cache_type,
+                share_prefixes=settings.share_prefixes,
             )
         ]
     workers = min(settings.slots, settings.n_threads)

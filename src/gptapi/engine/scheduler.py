@@ -45,6 +45,8 @@ class Sequence:
     out: OutputText = field(init=False)
     seq_id: int = -1
     fed: int = 0  # prompt tokens already in the KV cache
+    fed_before_step: int = 0  # ``fed`` when the current batch began: what is really in memory
+    shared: int = 0  # prompt tokens taken from another sequence instead of computed
     pos: int = 0  # position of the next token fed
     next_token: int | None = None  # sampled, to be fed in the next step
     n_out: int = 0
@@ -78,6 +80,13 @@ def _make_sampler(params: SamplingParams) -> Any:
     return chain
 
 
+def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    n = 0
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
+
+
 class Scheduler:
     def __init__(
         self,
@@ -89,11 +98,15 @@ class Scheduler:
         n_batch: int,
         kv_unified: bool = True,
         kv_cache_type: str = "f16",
+        share_prefixes: bool = True,
         name: str = "scheduler",
     ) -> None:
         self.model = model
         self.slots = slots
         self.n_batch = n_batch
+        # Sharing KV cells between sequences needs them in one stream (the unified cache).
+        self.share_prefixes = share_prefixes and kv_unified and slots > 1
+        self.prompt_tokens_shared = 0  # read by tests and metrics; written by this thread only
         params = llama_cpp.llama_context_default_params()
         set_field(params, "n_ctx", slots * n_ctx_per_slot)
         set_field(params, "n_batch", n_batch)
@@ -121,7 +134,8 @@ class Scheduler:
         self.n_ctx_per_slot = n_ctx_per_slot
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(model.vocab))
-        self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        # A token may belong to every slot's sequence at once (a shared prompt prefix).
+        self.batch = llama_cpp.llama_batch_init(n_batch, 0, slots)
         self._free_ids = list(range(slots))
         self._active: list[Sequence] = []
         self._inbox: queue.SimpleQueue[Sequence] = queue.SimpleQueue()
@@ -226,14 +240,24 @@ class Scheduler:
         # Prompts fill what the decoding tokens leave, in arrival order; a long prompt is
         # spread over several steps so it never stalls the others for more than one batch.
         for seq in self._active:
+            seq.fed_before_step = seq.fed
+        # Sequences starting from an empty cache in this batch -> batch index of each position.
+        fresh: dict[Sequence, list[int]] = {}
+        for seq in self._active:
             budget = self.n_batch - n
             if budget <= 0:
                 break
             if seq.fed >= len(seq.prompt):
                 continue
+            starts_empty = seq.fed == 0
+            if starts_empty and self.share_prefixes:
+                starts_empty = self._share_prefix(seq, fresh)
+            first = n
             chunk = seq.prompt[seq.fed : seq.fed + budget]
             for token in chunk:
                 put(token, seq, False)
+            if starts_empty:
+                fresh[seq] = fresh.get(seq, []) + list(range(first, n))
             seq.fed += len(chunk)
             if seq.fed == len(seq.prompt):
                 batch.logits[n - 1] = True
@@ -243,6 +267,49 @@ class Scheduler:
             in_batch.append(seq)
         batch.n_tokens = n
         return in_batch
+
+    def _share_prefix(self, seq: Sequence, fresh: dict[Sequence, list[int]]) -> bool:
+        """Start a new sequence from the longest prompt prefix it has in common with another
+        sequence (a system prompt, the chat template's opening), so those tokens are computed
+        once. From a sequence in the cache: its cells are marked as this one's too
+        (llama_memory_seq_cp: no copy in a unified cache). From a sequence that also starts in
+        this batch: the shared tokens enter the batch once, carrying both sequence ids.
+        Returns whether the sequence still starts with an empty cache (llama.cpp only lets
+        sequences share batch tokens when their cached positions are identical)."""
+        best: Sequence | None = None
+        best_len = 0
+        for other in self._active:
+            if other is seq or other.seq_id < 0:
+                continue
+            if other in fresh:
+                available = len(fresh[other])
+            elif other.fed_before_step > 0 and self._cache_starts_at_zero(other):
+                available = other.fed_before_step
+            else:
+                continue
+            # The last prompt token stays each sequence's own: it carries that sequence's logits.
+            limit = min(available, len(seq.prompt) - 1, len(other.prompt) - 1)
+            length = _common_prefix(seq.prompt, other.prompt, limit)
+            if length > best_len:
+                best, best_len = other, length
+        if best is None:
+            return True
+        seq.fed = seq.pos = best_len
+        seq.shared = best_len
+        self.prompt_tokens_shared += best_len
+        if best not in fresh:
+            llama_cpp.llama_memory_seq_cp(self.memory, best.seq_id, seq.seq_id, 0, best_len)
+            return False
+        for index in fresh[best][:best_len]:
+            k = self.batch.n_seq_id[index]
+            self.batch.seq_id[index][k] = seq.seq_id
+            self.batch.n_seq_id[index] = k + 1
+        fresh[seq] = fresh[best][:best_len]
+        return True
+
+    def _cache_starts_at_zero(self, seq: Sequence) -> bool:
+        # A sliding-window cache drops a long sequence's first positions: nothing to share then.
+        return int(llama_cpp.llama_memory_seq_pos_min(self.memory, seq.seq_id)) == 0
 
     def _step(self) -> None:
         in_batch = self._fill_batch()
