@@ -97,3 +97,28 @@ def test_sharing_is_off_without_a_unified_cache() -> None:
         assert all(w in a for w, a in zip(KEYWORDS[:2], answers, strict=True))
     finally:
         engine.close()
+
+
+def test_a_request_that_may_outgrow_the_sliding_window_computes_its_own_prefix(
+    sharing: LlamaEngine,
+) -> None:
+    # The sliding-window cache only reclaims cells one sequence holds: a shared cell must stay
+    # in the window of a sequence holding it for that sequence's whole life.
+    n_swa = sharing._schedulers[0].n_swa
+    assert n_swa > 0  # Gemma 3 has sliding-window layers
+
+    async def long_request_while_another_runs() -> int:
+        running = sharing.generate(
+            sharing.tokenize(SYSTEM + "Write a long story."), SamplingParams(max_tokens=40)
+        )
+        await anext(running)
+        before = sharing.prompt_tokens_shared
+        long_one = sharing.generate(
+            sharing.tokenize(SYSTEM + prompt_for("HARBOR")), SamplingParams(max_tokens=n_swa)
+        )
+        await anext(long_one)
+        await long_one.aclose()
+        await running.aclose()
+        return sharing.prompt_tokens_shared - before
+
+    assert asyncio.run(long_request_while_another_runs()) == 0

@@ -107,6 +107,7 @@ class Scheduler:
         # Sharing KV cells between sequences needs them in one stream (the unified cache).
         self.share_prefixes = share_prefixes and kv_unified and slots > 1
         self.prompt_tokens_shared = 0  # read by tests and metrics; written by this thread only
+        self.n_swa = int(llama_cpp.llama_model_n_swa(model.ptr))  # 0: no sliding-window layers
         params = llama_cpp.llama_context_default_params()
         set_field(params, "n_ctx", slots * n_ctx_per_slot)
         set_field(params, "n_batch", n_batch)
@@ -276,6 +277,11 @@ class Scheduler:
         this batch: the shared tokens enter the batch once, carrying both sequence ids.
         Returns whether the sequence still starts with an empty cache (llama.cpp only lets
         sequences share batch tokens when their cached positions are identical)."""
+        if self.n_swa and len(seq.prompt) + seq.params.max_tokens > self.n_swa:
+            # Sliding-window cache: it only reclaims cells one sequence holds, and it is sized
+            # for each sequence's own window. A shared cell must stay inside the window of a
+            # sequence holding it, or it would occupy that cache for nothing.
+            return True
         best: Sequence | None = None
         best_len = 0
         for other in self._active:
