@@ -46,7 +46,6 @@ class Sequence:
     seq_id: int = -1
     fed: int = 0  # prompt tokens already in the KV cache
     fed_before_step: int = 0  # ``fed`` when the current batch began: what is really in memory
-    shared: int = 0  # prompt tokens taken from another sequence instead of computed
     pos: int = 0  # position of the next token fed
     next_token: int | None = None  # sampled, to be fed in the next step
     n_out: int = 0
@@ -301,7 +300,6 @@ class Scheduler:
         if best is None:
             return True
         seq.fed = seq.pos = best_len
-        seq.shared = best_len
         self.prompt_tokens_shared += best_len
         if best not in fresh:
             llama_cpp.llama_memory_seq_cp(self.memory, best.seq_id, seq.seq_id, 0, best_len)
