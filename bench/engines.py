@@ -319,7 +319,7 @@ def run_interleaved(
             for r in range(rounds):
                 for started in running if r % 2 == 0 else running[::-1]:
                     started.proc.send_signal(signal.SIGCONT)
-                    time.sleep(1)
+                    time.sleep(1)  # let the resumed server run the timers it missed first
                     level, _ = asyncio.run(
                         run_level(
                             started.base_url,

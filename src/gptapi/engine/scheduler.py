@@ -239,8 +239,9 @@ class Scheduler:
                 in_batch.append(seq)
         # Prompts fill what the decoding tokens leave, in arrival order; a long prompt is
         # spread over several steps so it never stalls the others for more than one batch.
-        for seq in self._active:
-            seq.fed_before_step = seq.fed
+        if self.share_prefixes:
+            for seq in self._active:
+                seq.fed_before_step = seq.fed
         # Sequences starting from an empty cache in this batch -> batch index of each position.
         fresh: dict[Sequence, list[int]] = {}
         for seq in self._active:
