@@ -29,47 +29,11 @@ import httpx
 
 from bench.procs import free_port, stop
 from bench.report import cpu_model
+from bench.workloads import WORKLOADS, Workload, distinct
 from gptapi.modelfile import inspect_gguf
 from gptapi.prompts import render_template
 
 API_KEY = "bench-key-0123456789abcdef"
-SUBJECTS = [
-    "a lighthouse keeper",
-    "a lost robot",
-    "a clever fox",
-    "an old sailor",
-    "a young baker",
-    "a sleepy dragon",
-    "a brave mouse",
-    "a city pigeon",
-    "a retired astronaut",
-    "a kind giant",
-    "a curious otter",
-    "a street musician",
-    "a night-shift nurse",
-    "a tiny snail",
-    "a grumpy cat",
-    "a forgetful wizard",
-    "a mountain goat",
-    "a river ferryman",
-    "a chess champion",
-    "a beekeeper",
-]
-TWISTS = [
-    "who finds a map",
-    "who learns to whistle",
-    "who misses the last train",
-    "who plants a strange seed",
-    "who meets a talking stone",
-    "who builds a tiny boat",
-]
-
-
-def prompt(i: int) -> str:
-    """Distinct short prompts (about 15-20 tokens): no two requests share one."""
-    subject = SUBJECTS[i % len(SUBJECTS)]
-    twist = TWISTS[(i // len(SUBJECTS)) % len(TWISTS)]
-    return f"Request {i}. Here is a short story about {subject} {twist}. Once upon a time,"
 
 
 @dataclass
@@ -81,6 +45,7 @@ class Record:
     ttft_s: float | None
     completion_tokens: int
     prompt_tokens: int
+    cached_tokens: int  # prompt tokens the engine reported it did not compute
 
 
 @dataclass
@@ -91,6 +56,7 @@ class Level:
     wall_s: float
     output_tokens: int
     prompt_tokens_mean: float
+    cached_tokens_mean: float
     tok_per_s: float
     latency_p50_s: float
     latency_p95_s: float
@@ -111,6 +77,7 @@ class Target:
     # llama-server's /completion takes raw text, so it is sent the same rendered text and
     # both engines process the same tokens (the prompt-tokens column shows it).
     render: Callable[[str], str] = str
+    prompt: Workload = distinct  # the i-th request's prompt
 
 
 def proc_memory(pid: int) -> dict[str, float]:
@@ -133,29 +100,40 @@ def percentile(values: list[float], q: float) -> float:
 
 async def one_request(
     client: httpx.AsyncClient, target: Target, i: int, new_tokens: int
-) -> tuple[int, float | None, int, int]:
+) -> tuple[int, float | None, int, int, int]:
+    """Status, time to first token, completion, prompt and cached prompt tokens."""
     start = time.perf_counter()
     if target.kind == "gptapi":
         r = await client.post(
             "/generate-text",
-            json={"prompt": prompt(i), "max_tokens": new_tokens, "temperature": 0},
+            json={"prompt": target.prompt(i), "max_tokens": new_tokens, "temperature": 0},
         )
         if r.status_code != 200:
-            return r.status_code, None, 0, 0
+            return r.status_code, None, 0, 0, 0
         body = r.json()
         ttft_ms = body["timings"]["time_to_first_token_ms"]
         usage = body["usage"]
         ttft = None if ttft_ms is None else ttft_ms / 1000
-        return 200, ttft, usage["completion_tokens"], usage["prompt_tokens"]
+        return (
+            200,
+            ttft,
+            usage["completion_tokens"],
+            usage["prompt_tokens"],
+            usage.get("cached_tokens", 0),
+        )
     # Each engine as shipped: llama-server's prompt cache (cache_prompt) stays on, as gptapi's
     # prefix sharing does; each reuses a prompt's opening tokens in its own way.
     r = await client.post(
         "/completion",
-        json={"prompt": target.render(prompt(i)), "n_predict": new_tokens, "temperature": 0},
+        json={
+            "prompt": target.render(target.prompt(i)),
+            "n_predict": new_tokens,
+            "temperature": 0,
+        },
     )
     latency = time.perf_counter() - start
     if r.status_code != 200:
-        return r.status_code, None, 0, 0
+        return r.status_code, None, 0, 0, 0
     body = r.json()
     t = body["timings"]
     # llama-server reports no arrival-to-first-token time; take the latency minus the time spent
@@ -163,7 +141,9 @@ async def one_request(
     # moment its first token is sampled, so it already is that time (subtracting
     # predicted_ms - predicted_per_token_ms, as before 2026-11-29, overstated TTFT by 1/n).
     ttft = latency - t["predicted_ms"] / 1000
-    return 200, ttft, int(body["tokens_predicted"]), int(t["prompt_n"])
+    # prompt_n counts only the tokens it computed; cache_n those it reused from a slot's cache.
+    cached = int(t.get("cache_n", 0))
+    return 200, ttft, int(body["tokens_predicted"]), int(t["prompt_n"]) + cached, cached
 
 
 async def run_level(
@@ -188,11 +168,11 @@ async def run_level(
     async def user(u: int, client: httpx.AsyncClient) -> None:
         for k in range(per_user):
             start = time.perf_counter()
-            status, ttft, n, n_prompt = await one_request(
+            status, ttft, n, n_prompt, n_cached = await one_request(
                 client, target, first_index + u * per_user + k, new_tokens
             )
             latency = time.perf_counter() - start
-            records.append(Record(users, u, status, latency, ttft, n, n_prompt))
+            records.append(Record(users, u, status, latency, ttft, n, n_prompt, n_cached))
 
     headers = {"Authorization": f"Bearer {API_KEY}"}
     limits = httpx.Limits(max_connections=users + 4)
@@ -215,6 +195,7 @@ async def run_level(
         wall_s=wall,
         output_tokens=tokens,
         prompt_tokens_mean=sum(r.prompt_tokens for r in ok) / len(ok) if ok else 0.0,
+        cached_tokens_mean=sum(r.cached_tokens for r in ok) / len(ok) if ok else 0.0,
         tok_per_s=tokens / wall,
         latency_p50_s=percentile([r.latency_s for r in ok], 0.5),
         latency_p95_s=percentile([r.latency_s for r in ok], 0.95),
@@ -350,8 +331,9 @@ def paired_summary(results: dict[str, list[Level]], reference: str) -> list[str]
         f"Paired with `{reference}` (same round, same prompts):",
         "",
         "| engine | users | rounds | median tok/s | tok/s ratio min / median / max | "
-        "median p95 latency (s) | p95 ratio min / median / max |",
-        "|---|---|---|---|---|---|---|",
+        "median p95 latency (s) | p95 ratio min / median / max | median p50 TTFT (s) | "
+        "p50 TTFT ratio min / median / max |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     ref_levels = results[reference]
     for name, levels in results.items():
@@ -360,14 +342,27 @@ def paired_summary(results: dict[str, list[Level]], reference: str) -> list[str]
             ref = [lv for lv in ref_levels if lv.users == users]
             tok = [a.tok_per_s / b.tok_per_s for a, b in zip(mine, ref, strict=True)]
             p95 = [a.latency_p95_s / b.latency_p95_s for a, b in zip(mine, ref, strict=True)]
+            ttft = [
+                a.ttft_p50_s / b.ttft_p50_s
+                for a, b in zip(mine, ref, strict=True)
+                if a.ttft_p50_s is not None and b.ttft_p50_s
+            ]
+            ttfts = [lv.ttft_p50_s for lv in mine if lv.ttft_p50_s is not None]
             lines.append(
                 f"| {name} | {users} | {len(mine)} | "
                 f"{percentile([lv.tok_per_s for lv in mine], 0.5):.2f} | "
-                f"{min(tok):.2f} / {percentile(tok, 0.5):.2f} / {max(tok):.2f} | "
+                f"{_spread(tok)} | "
                 f"{percentile([lv.latency_p95_s for lv in mine], 0.5):.2f} | "
-                f"{min(p95):.2f} / {percentile(p95, 0.5):.2f} / {max(p95):.2f} |"
+                f"{_spread(p95)} | "
+                f"{percentile(ttfts, 0.5):.2f} | {_spread(ttft)} |"
             )
     return lines
+
+
+def _spread(ratios: list[float]) -> str:
+    if not ratios:
+        return "n/a"
+    return f"{min(ratios):.2f} / {percentile(ratios, 0.5):.2f} / {max(ratios):.2f}"
 
 
 def format_row(name: str, lv: Level) -> str:
@@ -378,17 +373,17 @@ def format_row(name: str, lv: Level) -> str:
     )
     return (
         f"| {name} | {lv.users} | {lv.requests} | {lv.errors} | {lv.prompt_tokens_mean:.1f} | "
-        f"{lv.tok_per_s:.1f} | "
+        f"{lv.cached_tokens_mean:.1f} | {lv.tok_per_s:.1f} | "
         f"{lv.latency_p50_s:.2f} / {lv.latency_p95_s:.2f} | {ttft} | "
         f"{lv.rss_mib:.0f} | {lv.rss_anon_mib:.0f} | {lv.rss_file_mib:.0f} |"
     )
 
 
 HEADER = (
-    "| engine | users | requests | errors | prompt tok/req | output tok/s | "
+    "| engine | users | requests | errors | prompt tok/req | cached tok/req | output tok/s | "
     "latency p50 / p95 (s) | TTFT p50 / p95 (s) | peak RSS MiB | peak anon MiB | "
     "peak file MiB |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -470,6 +465,9 @@ def targets(args: argparse.Namespace) -> list[Target]:
                     render=render,
                 )
             )
+    workload = WORKLOADS[args.workload]
+    for target in out:
+        target.prompt = workload
     return out
 
 
@@ -505,6 +503,13 @@ def _parser() -> argparse.ArgumentParser:
         "--requests-per-user",
         default="1:5,4:3,10:3,40:1",
         help="users:requests pairs; levels not listed send 1 request per user",
+    )
+    parser.add_argument(
+        "--workload",
+        choices=sorted(WORKLOADS),
+        default="distinct",
+        help="distinct: no two prompts share more than a few tokens; shared-instructions: "
+        "one ~350-token instruction prefix, then a distinct short question",
     )
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
@@ -577,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "ctx_per_slot": args.ctx,
         "rounds": args.rounds,
+        "workload": args.workload,
     }
     (out_dir / "engines.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     lines = [

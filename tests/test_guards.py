@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from gptapi.app import create_app
 from gptapi.config import Settings
-from gptapi.engine import Delta, Engine, ModelInfo, SamplingParams
+from gptapi.engine import Delta, Engine, ModelInfo, PromptStats, SamplingParams
 from tests.conftest import API_KEY
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -23,11 +23,13 @@ class BrokenTokenizer:
     """An engine whose tokenizer hits a bug: the one way to reach the catch-all 500."""
 
     slots = 1
-    prompt_tokens_shared = 0
     info = ModelInfo(
         id="broken", path=Path("broken.gguf"), size_bytes=1, origin="test", n_ctx=512,
         chat_template=None, bos_token="", eos_token="",
     )  # fmt: skip
+
+    def prompt_stats(self) -> PromptStats:
+        return PromptStats(0, 0, 0, 0, 0, 0, 0)
 
     def tokenize(self, text: str) -> list[int]:
         raise RuntimeError("bug at /srv/gptapi/secret_path.py line 3")

@@ -83,6 +83,13 @@ class Settings(BaseSettings):
         description="Compute a prompt prefix shared by concurrent requests (system prompt, chat "
         "template) once and share its KV cells; needs kv_unified.",
     )
+    prompt_cache_mb: int = Field(
+        512,
+        ge=0,
+        le=2**20,
+        description="Host RAM for prompt KV kept after requests end, so a later request with the "
+        "same prefix (system prompt, earlier turns, a retry) skips computing it; LRU, 0 = off.",
+    )
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field(
         "f16",
         description="Precision of the KV cache: q8_0 halves its RAM (q4_0 quarters it) at a small "

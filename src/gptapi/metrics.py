@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gptapi.engine import PromptStats
 from gptapi.memory import snapshot
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640)
@@ -40,16 +41,44 @@ class _MemoryCollector(Collector):
         )
 
 
-class _SharedPromptCollector(Collector):
-    def __init__(self, shared: Callable[[], int]) -> None:
-        self._shared = shared
+class _PromptStatsCollector(Collector):
+    """Prompt processing saved by sharing and by the prompt cache, read from the engine."""
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        yield CounterMetricFamily(
-            "gptapi_prompt_tokens_shared",
-            "Prompt tokens taken over from another request's KV cache instead of computed",
-            value=float(self._shared()),
-        )
+    def __init__(self, stats: Callable[[], PromptStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        s = self._stats()
+        counters = {
+            "gptapi_prompt_tokens_shared": (
+                "Prompt tokens taken over from another request's KV cache instead of computed",
+                s.shared_tokens,
+            ),
+            "gptapi_prompt_cache_hit_tokens": (
+                "Prompt tokens restored from the prompt cache instead of computed",
+                s.cache_hit_tokens,
+            ),
+            "gptapi_prompt_cache_miss_tokens": (
+                "Prompt tokens of new requests the prompt cache did not hold",
+                s.cache_miss_tokens,
+            ),
+            "gptapi_prompt_cache_evictions": (
+                "Prompt cache entries evicted to make room (least recently used first)",
+                s.cache_evictions,
+            ),
+        }
+        for name, (doc, value) in counters.items():
+            yield CounterMetricFamily(name, doc, value=float(value))
+        gauges = {
+            "gptapi_prompt_cache_entries": ("Prompt cache entries held", s.cache_entries),
+            "gptapi_prompt_cache_bytes": ("Host RAM held by prompt cache entries", s.cache_bytes),
+            "gptapi_prompt_cache_budget_bytes": (
+                "GPTAPI_PROMPT_CACHE_MB: what the entries may hold at most",
+                s.cache_budget_bytes,
+            ),
+        }
+        for name, (doc, value) in gauges.items():
+            yield GaugeMetricFamily(name, doc, value=float(value))
 
 
 class Metrics:
@@ -101,5 +130,5 @@ class Metrics:
         self.queue_depth.set_function(lambda: float(queued()))
         self.slots.set(slots)
 
-    def track_prompt_sharing(self, shared: Callable[[], int]) -> None:
-        self.registry.register(_SharedPromptCollector(shared))
+    def track_prompt_stats(self, stats: Callable[[], PromptStats]) -> None:
+        self.registry.register(_PromptStatsCollector(stats))

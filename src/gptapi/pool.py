@@ -33,6 +33,7 @@ class Completion:
     text: str
     finish_reason: FinishReason
     prompt_tokens: int
+    cached_tokens: int  # of prompt_tokens, those not computed (prompt cache, concurrent sharing)
     completion_tokens: int
     queue_s: float
     ttft_s: float | None  # from arrival to the first generated token
@@ -143,7 +144,7 @@ class InferencePool:
             metrics.track_admission(
                 lambda: self.admission.busy, lambda: self.admission.queued, engine.slots
             )
-            metrics.track_prompt_sharing(lambda: engine.prompt_tokens_shared)
+            metrics.track_prompt_stats(engine.prompt_stats)
 
     def _refuse(self, exc: ServerBusy | ContextLengthExceeded, reason: str) -> NoReturn:
         if self.metrics is not None:
@@ -194,7 +195,7 @@ class InferencePool:
         record.busy_slots_at_admission = self.admission.busy
         record.queue_depth_at_admission = self.admission.queued
         parts: list[str] = []
-        n_out = 0
+        n_out = cached = 0
         finish: FinishReason = "length"
         ttft_s: float | None = None
         queue_s = 0.0
@@ -214,6 +215,7 @@ class InferencePool:
                         record.ttft_ms = ttft_s * 1000
                     parts.append(delta.text)
                     n_out = record.completion_tokens = delta.completion_tokens
+                    cached = record.cached_tokens = delta.cached_tokens
                     if delta.finish_reason is not None:
                         finish = delta.finish_reason
                     yield delta
@@ -238,6 +240,7 @@ class InferencePool:
             text="".join(parts),
             finish_reason=finish,
             prompt_tokens=len(tokens),
+            cached_tokens=cached,
             completion_tokens=n_out,
             queue_s=queue_s,
             ttft_s=ttft_s,

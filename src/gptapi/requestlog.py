@@ -28,6 +28,7 @@ class RequestRecord:
     task: str | None = None
     end_reason: str | None = None
     prompt_tokens: int | None = None
+    cached_tokens: int | None = None  # prompt tokens not computed (prompt cache or sharing)
     completion_tokens: int | None = None
     queue_ms: float | None = None
     ttft_ms: float | None = None

@@ -115,6 +115,10 @@ class AnswerRequest(SamplingFields):
 
 class Usage(BaseModel):
     prompt_tokens: int
+    cached_tokens: int = Field(
+        description="Prompt tokens not computed for this request: restored from the prompt cache "
+        "or shared with a concurrent request."
+    )
     completion_tokens: int
     total_tokens: int
 

@@ -94,10 +94,18 @@ class ChatCompletionRequest(V1Sampling):
     parallel_tool_calls: Any = None
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = Field(
+        description="Prompt tokens not computed: restored from the prompt cache or shared with a "
+        "concurrent request."
+    )
+
+
 class V1Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
 
 
 class CompletionChoice(BaseModel):

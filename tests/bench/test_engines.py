@@ -2,7 +2,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from bench import engines
-from bench.engines import percentile, prompt
+from bench.engines import percentile
+from bench.workloads import distinct as prompt
+from bench.workloads import shared_instructions
 from gptapi import prompts
 from gptapi.modelfile import embedded_model_path
 from tests.test_prompts import GEMMA_TEMPLATE, INSTRUCT
@@ -11,6 +13,14 @@ from tests.test_prompts import GEMMA_TEMPLATE, INSTRUCT
 def test_every_request_gets_a_distinct_prompt() -> None:
     prompts = [prompt(i) for i in range(1000)]
     assert len(set(prompts)) == 1000
+
+
+def test_the_shared_instructions_workload_shares_about_350_tokens_then_differs(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    a, b = tokenizer(shared_instructions(0)), tokenizer(shared_instructions(1))
+    common = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
+    assert 320 <= common <= 380
+    assert len(a) - common < 30
+    assert len({shared_instructions(i) for i in range(200)}) == 200
 
 
 def test_percentile_interpolates_between_ranks() -> None:
@@ -42,6 +52,7 @@ def _level(users: int, tok_per_s: float, p95: float) -> engines.Level:
         wall_s=1.0,
         output_tokens=16 * users,
         prompt_tokens_mean=32.0,
+        cached_tokens_mean=0.0,
         tok_per_s=tok_per_s,
         latency_p50_s=p95,
         latency_p95_s=p95,
@@ -61,7 +72,9 @@ def test_paired_summary_compares_each_round_with_the_reference_round() -> None:
     }
     lines = engines.paired_summary(results, "llama-server")
     row = next(line for line in lines if line.startswith("| gptapi |"))
-    assert row == "| gptapi | 10 | 3 | 5.00 | 0.91 / 1.00 / 1.10 | 30.00 | 1.00 / 1.00 / 1.09 |"
+    assert row == (
+        "| gptapi | 10 | 3 | 5.00 | 0.91 / 1.00 / 1.10 | 30.00 | 1.00 / 1.00 / 1.09 | nan | n/a |"
+    )
     ref_row = next(line for line in lines if line.startswith("| llama-server |"))
     assert "1.00 / 1.00 / 1.00" in ref_row
 

@@ -17,14 +17,15 @@ GREEDY = SamplingParams(max_tokens=8, stop=("\n",))
 
 @pytest.fixture(scope="module")
 def sharing() -> Iterator[LlamaEngine]:
-    engine = load_engine(Settings(slots=4, n_ctx=512))
+    # The prompt cache off: these tests count what is shared between concurrent sequences.
+    engine = load_engine(Settings(slots=4, n_ctx=512, prompt_cache_mb=0))
     yield engine
     engine.close()
 
 
 @pytest.fixture(scope="module")
 def plain() -> Iterator[LlamaEngine]:
-    engine = load_engine(Settings(slots=4, n_ctx=512, share_prefixes=False))
+    engine = load_engine(Settings(slots=4, n_ctx=512, share_prefixes=False, prompt_cache_mb=0))
     yield engine
     engine.close()
 
@@ -55,12 +56,12 @@ def test_a_burst_with_a_common_prefix_computes_it_once_and_answers_as_without_sh
         max(common_prefix(tokens[i], tokens[j]) for j in range(i)) for i in range(1, 4)
     )
     assert expected_shared > 3 * 15  # the system prompt alone is longer than that
-    before = sharing.prompt_tokens_shared
+    before = sharing.prompt_stats().shared_tokens
 
     shared_answers = asyncio.run(burst(sharing, texts))
 
-    assert sharing.prompt_tokens_shared - before == expected_shared
-    assert plain.prompt_tokens_shared == 0
+    assert sharing.prompt_stats().shared_tokens - before == expected_shared
+    assert plain.prompt_stats().shared_tokens == 0
     assert shared_answers == asyncio.run(burst(plain, texts))
     for word, text in zip(words, shared_answers, strict=True):
         assert word in text
@@ -77,9 +78,9 @@ def test_a_later_request_takes_the_prefix_from_a_running_one(
     async def second_while_first_runs() -> str:
         running = sharing.generate(sharing.tokenize(first), SamplingParams(max_tokens=40))
         await anext(running)  # the first request's prompt is in the cache now
-        before = sharing.prompt_tokens_shared
+        before = sharing.prompt_stats().shared_tokens
         answer = await collect(sharing, second)
-        assert sharing.prompt_tokens_shared - before == expected_shared
+        assert sharing.prompt_stats().shared_tokens - before == expected_shared
         await running.aclose()
         return answer
 
@@ -89,11 +90,11 @@ def test_a_later_request_takes_the_prefix_from_a_running_one(
 
 
 def test_sharing_is_off_without_a_unified_cache() -> None:
-    engine = load_engine(Settings(slots=2, n_ctx=256, kv_unified=False))
+    engine = load_engine(Settings(slots=2, n_ctx=256, kv_unified=False, prompt_cache_mb=0))
     try:
         texts = [SYSTEM + prompt_for(w) for w in KEYWORDS[:2]]
         answers = asyncio.run(burst(engine, texts))
-        assert engine.prompt_tokens_shared == 0
+        assert engine.prompt_stats().shared_tokens == 0
         assert all(w in a for w, a in zip(KEYWORDS[:2], answers, strict=True))
     finally:
         engine.close()
@@ -112,13 +113,13 @@ def test_a_request_that_may_outgrow_the_sliding_window_computes_its_own_prefix(
             sharing.tokenize(SYSTEM + "Write a long story."), SamplingParams(max_tokens=40)
         )
         await anext(running)
-        before = sharing.prompt_tokens_shared
+        before = sharing.prompt_stats().shared_tokens
         long_one = sharing.generate(
             sharing.tokenize(SYSTEM + prompt_for("HARBOR")), SamplingParams(max_tokens=n_swa)
         )
         await anext(long_one)
         await long_one.aclose()
         await running.aclose()
-        return sharing.prompt_tokens_shared - before
+        return sharing.prompt_stats().shared_tokens - before
 
     assert asyncio.run(long_request_while_another_runs()) == 0

@@ -35,6 +35,7 @@ from gptapi.schemas_openai import (
     CompletionResponse,
     ModelCard,
     ModelList,
+    PromptTokensDetails,
     V1Sampling,
     V1Usage,
 )
@@ -222,6 +223,7 @@ def _usage(result: Completion) -> V1Usage:
         prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens,
         total_tokens=result.prompt_tokens + result.completion_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=result.cached_tokens),
     )
 
 

@@ -69,6 +69,7 @@ def _response(record: RequestRecord, model: str, result: Completion) -> TaskResp
         finish_reason=result.finish_reason,
         usage=Usage(
             prompt_tokens=result.prompt_tokens,
+            cached_tokens=result.cached_tokens,
             completion_tokens=result.completion_tokens,
             total_tokens=result.prompt_tokens + result.completion_tokens,
         ),

@@ -6,7 +6,16 @@ from gptapi.engine.base import (
     EngineError,
     FinishReason,
     ModelInfo,
+    PromptStats,
     SamplingParams,
 )
 
-__all__ = ["Delta", "Engine", "EngineError", "FinishReason", "ModelInfo", "SamplingParams"]
+__all__ = [
+    "Delta",
+    "Engine",
+    "EngineError",
+    "FinishReason",
+    "ModelInfo",
+    "PromptStats",
+    "SamplingParams",
+]

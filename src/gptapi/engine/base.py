@@ -40,6 +40,18 @@ class Delta:
     text: str  # newly released text, possibly empty (held back for UTF-8 or a stop string)
     completion_tokens: int  # tokens generated so far
     finish_reason: FinishReason | None = None
+    cached_tokens: int = 0  # prompt tokens not computed (prompt cache or a concurrent request)
+
+
+@dataclass(frozen=True)
+class PromptStats:
+    shared_tokens: int  # taken over from another active sequence's KV cells
+    cache_budget_bytes: int
+    cache_entries: int
+    cache_bytes: int
+    cache_hit_tokens: int  # restored from the prompt cache
+    cache_miss_tokens: int  # prompt tokens of new sequences the cache did not have
+    cache_evictions: int
 
 
 class EngineError(Exception):
@@ -55,9 +67,8 @@ class Engine(Protocol):
         """Sequences that can decode at once; admission never lets more in."""
         ...
 
-    @property
-    def prompt_tokens_shared(self) -> int:
-        """Prompt tokens taken over from other sequences' KV cells so far (not computed)."""
+    def prompt_stats(self) -> PromptStats:
+        """What prompt processing was saved so far: shared between sequences, or cached."""
         ...
 
     def tokenize(self, text: str) -> list[int]:

@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator
 from contextlib import suppress
 
 from gptapi.config import Settings
-from gptapi.engine.base import Delta, EngineError, ModelInfo, SamplingParams
+from gptapi.engine.base import Delta, EngineError, ModelInfo, PromptStats, SamplingParams
 from gptapi.engine.model import LlamaModel
 from gptapi.engine.scheduler import Scheduler, Sequence
 from gptapi.modelfile import inspect_gguf, resolve_model
@@ -51,10 +51,18 @@ class LlamaEngine:
     def slots(self) -> int:
         return sum(s.slots for s in self._schedulers)
 
-    @property
-    def prompt_tokens_shared(self) -> int:
-        """Prompt tokens taken over from another sequence's KV cells instead of computed."""
-        return sum(s.prompt_tokens_shared for s in self._schedulers)
+    def prompt_stats(self) -> PromptStats:
+        # Read from the event loop while scheduler threads write: plain ints, each read whole.
+        caches = [s.prompt_cache.stats() for s in self._schedulers]
+        return PromptStats(
+            shared_tokens=sum(s.prompt_tokens_shared for s in self._schedulers),
+            cache_budget_bytes=sum(c.budget_bytes for c in caches),
+            cache_entries=sum(c.entries for c in caches),
+            cache_bytes=sum(c.bytes for c in caches),
+            cache_hit_tokens=sum(c.hit_tokens for c in caches),
+            cache_miss_tokens=sum(c.miss_tokens for c in caches),
+            cache_evictions=sum(c.evictions for c in caches),
+        )
 
     def tokenize(self, text: str) -> list[int]:
         return self._model.tokenize(text)
@@ -143,6 +151,7 @@ def _build_schedulers(model: LlamaModel, settings: Settings) -> list[Scheduler]:
                 kv_unified=settings.kv_unified,
                 kv_cache_type=settings.kv_cache_type,
                 share_prefixes=settings.share_prefixes,
+                prompt_cache_bytes=settings.prompt_cache_mb * 2**20,
             )
         ]
     workers = min(settings.slots, settings.n_threads)
@@ -164,6 +173,8 @@ def _build_schedulers(model: LlamaModel, settings: Settings) -> list[Scheduler]:
                     n_threads=settings.n_threads // workers,
                     n_batch=settings.n_batch,
                     kv_cache_type=settings.kv_cache_type,
+                    # One budget for the process, split between the contexts.
+                    prompt_cache_bytes=settings.prompt_cache_mb * 2**20 // workers,
                     name=f"pool-{i}",
                 )
             )

@@ -2,8 +2,10 @@
 
 Each step puts the next token of every decoding sequence and prompt chunks of newly admitted
 sequences into one batch, decodes it once, samples each sequence with its own sampler, and frees
-finished or cancelled sequences' KV cells before the next step. The thread owns the context:
-nothing else touches it, so no lock is needed around llama.cpp.
+finished or cancelled sequences' KV cells before the next step (keeping a copy in the prompt
+cache). A new sequence starts from the longest prompt prefix it finds in another active
+sequence or in the prompt cache. The thread owns the context: nothing else touches it, so no
+lock is needed around llama.cpp.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import numpy as np
 from gptapi.engine.base import Delta, EngineError, FinishReason, SamplingParams
 from gptapi.engine.model import LlamaModel, set_field
 from gptapi.engine.output import OutputText
+from gptapi.engine.prompt_cache import PromptCache
+from gptapi.engine.sampling import make_sampler
 
 log = logging.getLogger("gptapi.scheduler")
 
@@ -48,7 +52,9 @@ class Sequence:
     fed_before_step: int = 0  # ``fed`` when the current batch began: what is really in memory
     pos: int = 0  # position of the next token fed
     next_token: int | None = None  # sampled, to be fed in the next step
+    generated: list[int] = field(default_factory=list)  # generated tokens fed (in the KV cache)
     n_out: int = 0
+    cached: int = 0  # prompt tokens not computed: from the prompt cache or another sequence
     batch_index: int = -1  # where this sequence's logits are in the current batch
     sampler: Any = None
     # Set from the event loop; read by the scheduler thread at the start of each step.
@@ -58,25 +64,6 @@ class Sequence:
         self.out = OutputText(
             self.params.stop, skip_leading_whitespace=self.params.skip_leading_whitespace
         )
-
-
-def _make_sampler(params: SamplingParams) -> Any:
-    """A llama.cpp sampler chain, or None for greedy decoding (argmax in numpy is ~10x cheaper
-    than llama_sampler_sample, which copies the whole 262k-entry vocabulary per call)."""
-    if params.temperature <= 0:
-        return None
-    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-    # top-k first: it shrinks a 262k-token vocabulary before the costlier top-p sort.
-    if params.top_k > 0:
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
-    if params.top_p < 1.0:
-        llama_cpp.llama_sampler_chain_add(
-            chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1)
-        )
-    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
-    seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed
-    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
-    return chain
 
 
 def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
@@ -98,6 +85,7 @@ class Scheduler:
         kv_unified: bool = True,
         kv_cache_type: str = "f16",
         share_prefixes: bool = True,
+        prompt_cache_bytes: int = 0,
         name: str = "scheduler",
     ) -> None:
         self.model = model
@@ -133,6 +121,9 @@ class Scheduler:
             raise EngineError(f"llama.cpp could not create a context of {params.n_ctx} tokens")
         self.n_ctx_per_slot = n_ctx_per_slot
         self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.prompt_cache = PromptCache(
+            self.ctx, self.memory, budget_bytes=prompt_cache_bytes, n_swa=self.n_swa
+        )
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(model.vocab))
         # A token may belong to every slot's sequence at once (a shared prompt prefix).
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, slots)
@@ -161,8 +152,8 @@ class Scheduler:
                 for seq in list(self._active):
                     self._finish_with_error(seq, f"generation failed: {exc}")
         for seq in self._active + self._waiting:
-            self._release(seq)
-            seq.emit(Delta("", seq.n_out, "cancelled"))
+            self._release(seq, keep=False)
+            seq.emit(Delta("", seq.n_out, "cancelled", seq.cached))
 
     def _take_new(self, block: bool) -> None:
         if block and not self._waiting:
@@ -182,7 +173,7 @@ class Scheduler:
                 seq.emit(Delta("", 0, "cancelled"))
                 continue
             seq.seq_id = self._free_ids.pop(0)
-            seq.sampler = _make_sampler(seq.params)
+            seq.sampler = make_sampler(seq.params)
             self._active.append(seq)
 
     def _gather(self) -> None:
@@ -197,15 +188,22 @@ class Scheduler:
                 return
 
     def _drop_cancelled(self) -> None:
+        # Cancelled mid-prefill (client gone, timed out) too: what it computed is kept in the
+        # prompt cache, so a retry resumes from there.
         for seq in [s for s in self._active if s.cancelled]:
             self._release(seq)
-            seq.emit(Delta("", seq.n_out, "cancelled"))
+            seq.emit(Delta("", seq.n_out, "cancelled", seq.cached))
 
-    def _release(self, seq: Sequence) -> None:
-        """Free the sequence's KV cells, sampler and slot id."""
+    def _release(self, seq: Sequence, *, keep: bool = True) -> None:
+        """Free the sequence's KV cells, sampler and slot id; ``keep``: save its KV in the
+        prompt cache first (only between steps, when the cache holds what was fed)."""
         if seq in self._active:
             self._active.remove(seq)
         if seq.seq_id >= 0:
+            if keep and self.prompt_cache.enabled:
+                tokens = seq.prompt[: seq.fed] + seq.generated
+                if len(tokens) == seq.pos:
+                    self.prompt_cache.save(seq.seq_id, tokens)
             llama_cpp.llama_memory_seq_rm(self.memory, seq.seq_id, -1, -1)
             self._free_ids.append(seq.seq_id)
             seq.seq_id = -1
@@ -214,7 +212,7 @@ class Scheduler:
             seq.sampler = None
 
     def _finish_with_error(self, seq: Sequence, message: str) -> None:
-        self._release(seq)
+        self._release(seq, keep=False)  # what its cells hold cannot be trusted
         seq.emit(EngineError(message))
 
     def _fill_batch(self) -> list[Sequence]:
@@ -235,6 +233,7 @@ class Scheduler:
             if seq.next_token is not None:
                 seq.batch_index = n
                 put(seq.next_token, seq, True)
+                seq.generated.append(seq.next_token)
                 seq.next_token = None
                 in_batch.append(seq)
         # Prompts fill what the decoding tokens leave, in arrival order; a long prompt is
@@ -251,8 +250,8 @@ class Scheduler:
             if seq.fed >= len(seq.prompt):
                 continue
             starts_empty = seq.fed == 0
-            if starts_empty and self.share_prefixes:
-                starts_empty = self._share_prefix(seq, fresh)
+            if starts_empty:
+                starts_empty = self._start(seq, fresh)
             first = n
             chunk = seq.prompt[seq.fed : seq.fed + budget]
             for token in chunk:
@@ -269,19 +268,36 @@ class Scheduler:
         batch.n_tokens = n
         return in_batch
 
-    def _share_prefix(self, seq: Sequence, fresh: dict[Sequence, list[int]]) -> bool:
-        """Start a new sequence from the longest prompt prefix it has in common with another
-        sequence (a system prompt, the chat template's opening), so those tokens are computed
-        once. From a sequence in the cache: its cells are marked as this one's too
-        (llama_memory_seq_cp: no copy in a unified cache). From a sequence that also starts in
-        this batch: the shared tokens enter the batch once, carrying both sequence ids.
-        Returns whether the sequence still starts with an empty cache (llama.cpp only lets
-        sequences share batch tokens when their cached positions are identical)."""
+    def _start(self, seq: Sequence, fresh: dict[Sequence, list[int]]) -> bool:
+        """Start a new sequence from the longest prompt prefix already computed: in another
+        active sequence (shared) or in the prompt cache (copied in). Returns whether the
+        sequence still starts with an empty cache."""
+        entry, cached_len = self.prompt_cache.lookup(seq.prompt)
+        donor, shared_len = self._best_donor(seq, fresh) if self.share_prefixes else (None, 0)
+        restored = (
+            entry is not None
+            and cached_len > shared_len
+            and self.prompt_cache.restore(entry, seq.seq_id, cached_len)
+        )
+        if restored:
+            self.prompt_cache.count(len(seq.prompt), cached_len)
+            # Its cells are in memory now: a newcomer later in this step may share them.
+            seq.fed = seq.pos = seq.fed_before_step = seq.cached = cached_len
+            return False
+        self.prompt_cache.count(len(seq.prompt), 0)
+        if donor is None:
+            return True
+        return self._share_prefix(seq, donor, shared_len, fresh)
+
+    def _best_donor(
+        self, seq: Sequence, fresh: dict[Sequence, list[int]]
+    ) -> tuple[Sequence | None, int]:
+        """The active sequence with the longest prompt prefix in common with ``seq``."""
         if self.n_swa and len(seq.prompt) + seq.params.max_tokens > self.n_swa:
             # Sliding-window cache: it only reclaims cells one sequence holds, and it is sized
             # for each sequence's own window. A shared cell must stay inside the window of a
             # sequence holding it, or it would occupy that cache for nothing.
-            return True
+            return None, 0
         best: Sequence | None = None
         best_len = 0
         for other in self._active:
@@ -298,9 +314,18 @@ class Scheduler:
             length = _common_prefix(seq.prompt, other.prompt, limit)
             if length > best_len:
                 best, best_len = other, length
-        if best is None:
-            return True
-        seq.fed = seq.pos = best_len
+        return best, best_len
+
+    def _share_prefix(
+        self, seq: Sequence, best: Sequence, best_len: int, fresh: dict[Sequence, list[int]]
+    ) -> bool:
+        """Take over ``best``'s first ``best_len`` prompt tokens, so they are computed once.
+        From a sequence in the cache: its cells are marked as this one's too
+        (llama_memory_seq_cp: no copy in a unified cache). From a sequence that also starts in
+        this batch: the shared tokens enter the batch once, carrying both sequence ids
+        (llama.cpp only lets sequences share batch tokens when their cached positions are
+        identical). Returns whether the sequence still starts with an empty cache."""
+        seq.fed = seq.pos = seq.cached = best_len
         self.prompt_tokens_shared += best_len
         if best not in fresh:
             llama_cpp.llama_memory_seq_cp(self.memory, best.seq_id, seq.seq_id, 0, best_len)
@@ -325,8 +350,20 @@ class Scheduler:
             self._on_decode_failure(ret, in_batch)
             return
         for seq in in_batch:
-            if seq.batch_index >= 0:
-                self._advance(seq, self._sample(seq))
+            if seq.batch_index < 0:
+                continue
+            if seq.n_out == 0 and self._outgrows_window(seq):
+                # Saved at its end, its first positions would be gone from the sliding-window
+                # layers: keep the prompt now, while every window position is still there.
+                self.prompt_cache.save(seq.seq_id, seq.prompt)
+            self._advance(seq, self._sample(seq))
+
+    def _outgrows_window(self, seq: Sequence) -> bool:
+        return (
+            self.prompt_cache.enabled
+            and self.n_swa > 0
+            and len(seq.prompt) + seq.params.max_tokens > self.n_swa
+        )
 
     def _sample(self, seq: Sequence) -> int:
         if seq.sampler is None:
@@ -351,7 +388,7 @@ class Scheduler:
         if finish is not None:
             text += seq.out.finish()
             self._release(seq)
-        seq.emit(Delta(text, seq.n_out, finish))
+        seq.emit(Delta(text, seq.n_out, finish, seq.cached))
 
     def _on_decode_failure(self, ret: int, in_batch: list[Sequence]) -> None:
         if ret in (1, -1):
@@ -378,6 +415,7 @@ class Scheduler:
         if seq.n_out > 0:
             seq.pos -= 1
             seq.next_token = self._last_token_of(seq)
+            seq.generated.pop()
         else:
             seq.pos = 0
             seq.fed = 0
@@ -393,5 +431,6 @@ class Scheduler:
         if self._thread.is_alive():
             log.error("scheduler thread did not stop in %.0f s; leaking its context", timeout)
             return
+        self.prompt_cache.clear()
         llama_cpp.llama_batch_free(self.batch)
         llama_cpp.llama_free(self.ctx)

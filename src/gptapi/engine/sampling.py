@@ -1,0 +1,28 @@
+"""Per-sequence llama.cpp sampler chains."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import llama_cpp
+
+from gptapi.engine.base import SamplingParams
+
+
+def make_sampler(params: SamplingParams) -> Any:
+    """A llama.cpp sampler chain, or None for greedy decoding (argmax in numpy is ~10x cheaper
+    than llama_sampler_sample, which copies the whole 262k-entry vocabulary per call)."""
+    if params.temperature <= 0:
+        return None
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    # top-k first: it shrinks a 262k-token vocabulary before the costlier top-p sort.
+    if params.top_k > 0:
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
+    if params.top_p < 1.0:
+        llama_cpp.llama_sampler_chain_add(
+            chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1)
+        )
+    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
+    seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed
+    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
+    return chain

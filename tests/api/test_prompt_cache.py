@@ -1,0 +1,138 @@
+"""The prompt cache seen through the HTTP API: cached tokens reported where OpenAI clients and
+task clients look for them, logged per request, counted in /metrics; a retry after a client
+left mid-prefill resumes; many concurrent users with the cache on all get their answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.api.test_observability import metric_values
+from tests.conftest import API_KEY, LiveServer, start_server, stop_server
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+INSTRUCTIONS = (
+    "You answer questions about a small library. Keep answers short and factual, one line, "
+    "and say 'unknown' when the catalogue does not say. " * 6
+)
+
+
+def logged(log_dir: Path, request_id: str) -> dict[str, object]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for line in (log_dir / "requests.jsonl").read_text().splitlines():
+            entry = json.loads(line)
+            if entry.get("request_id") == request_id:
+                return dict(entry)
+        time.sleep(0.1)
+    raise AssertionError(f"request {request_id} not logged")
+
+
+def test_v1_reports_cached_tokens_in_usage_and_in_the_last_stream_chunk(
+    live_server: LiveServer,
+) -> None:
+    oai = openai.OpenAI(base_url=f"{live_server.base_url}/v1", api_key=API_KEY, timeout=120)
+    prompt = INSTRUCTIONS + "\nQ: Which shelf holds the atlases?\nA:"
+    first = oai.completions.create(model="m", prompt=prompt, max_tokens=4, temperature=0)
+    second = oai.completions.create(model="m", prompt=prompt, max_tokens=4, temperature=0)
+    assert first.usage is not None and second.usage is not None
+    assert first.usage.prompt_tokens_details is not None
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    assert second.usage.prompt_tokens_details is not None
+    assert second.usage.prompt_tokens_details.cached_tokens == second.usage.prompt_tokens - 1
+    assert second.choices[0].text == first.choices[0].text
+
+    chunks = list(
+        oai.completions.create(
+            model="m", prompt=prompt, max_tokens=4, temperature=0, stream=True,
+            stream_options={"include_usage": True},
+        )
+    )  # fmt: skip
+    usage = chunks[-1].usage
+    assert usage is not None and usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == usage.prompt_tokens - 1
+    oai.close()
+
+
+def test_task_usage_requests_log_and_metrics_count_cached_tokens(
+    live_server: LiveServer, client: httpx.Client
+) -> None:
+    body = {"text": INSTRUCTIONS + " The reading room opens at nine.", "max_tokens": 4}
+    before = metric_values(client.get("/metrics").text)
+    first = client.post("/summarize-text", json=body)
+    second = client.post("/summarize-text", json=body)
+    assert first.status_code == second.status_code == 200
+    usage = second.json()["usage"]
+    assert first.json()["usage"]["cached_tokens"] == 0
+    assert usage["cached_tokens"] == usage["prompt_tokens"] - 1
+    entry = logged(live_server.log_dir, second.headers["x-request-id"])
+    assert entry["cached_tokens"] == usage["cached_tokens"]
+
+    after = metric_values(client.get("/metrics").text)
+
+    def moved(name: str) -> float:
+        return after[(name, ())] - before.get((name, ()), 0.0)
+
+    assert moved("gptapi_prompt_cache_hit_tokens_total") == usage["cached_tokens"]
+    assert moved("gptapi_prompt_cache_miss_tokens_total") == usage["prompt_tokens"] + 1
+    assert after[("gptapi_prompt_cache_entries", ())] >= 1
+    held = after[("gptapi_prompt_cache_bytes", ())]
+    assert 0 < held <= after[("gptapi_prompt_cache_budget_bytes", ())] == 512 * 2**20
+
+
+@pytest.fixture()
+def slow_prefill_server(tmp_path: Path) -> Iterator[LiveServer]:
+    # 32-token steps: a ~1,800-token prompt takes dozens of steps, seconds on 2 cores.
+    server = start_server(tmp_path, env={"GPTAPI_N_BATCH": "32", "GPTAPI_SLOTS": "2"})
+    yield server
+    stop_server(server)
+
+
+def test_a_retry_after_the_client_left_mid_prefill_resumes_from_what_was_computed(
+    slow_prefill_server: LiveServer,
+) -> None:
+    body = {"prompt": "Minutes of the library board. " * 300 + "\nSummary:", "max_tokens": 4}
+    with (
+        slow_prefill_server.client(timeout=0.5) as impatient,
+        pytest.raises(httpx.ReadTimeout),
+    ):
+        # No token (not even response headers) within 0.5 s: the client gives up mid-prefill.
+        impatient.post("/v1/completions", json={**body, "stream": True})
+    with slow_prefill_server.client() as c:
+        deadline = time.monotonic() + 30
+        while metric_values(c.get("/metrics").text)[("gptapi_busy_slots", ())] > 0:
+            assert time.monotonic() < deadline, "the abandoned request never ended"
+            time.sleep(0.05)
+        retry = c.post("/v1/completions", json=body)
+    assert retry.status_code == 200
+    usage = retry.json()["usage"]
+    assert usage["prompt_tokens"] > 1500
+    # More than nothing, less than the whole prompt: what the first attempt had computed.
+    assert 0 < usage["prompt_tokens_details"]["cached_tokens"] < usage["prompt_tokens"] - 1
+
+
+def test_forty_concurrent_users_with_the_cache_on_all_get_an_answer(
+    live_server: LiveServer,
+) -> None:
+    async def user(c: httpx.AsyncClient, i: int) -> tuple[int, int]:
+        r = await c.post(
+            "/v1/completions",
+            json={"prompt": f"{INSTRUCTIONS}\nQ: Is book number {i} on loan?\nA:", "max_tokens": 8},
+        )
+        cached = r.json()["usage"]["prompt_tokens_details"]["cached_tokens"] if r.is_success else 0
+        return r.status_code, cached
+
+    async def forty() -> list[tuple[int, int]]:
+        async with httpx.AsyncClient(base_url=live_server.base_url, headers=AUTH, timeout=300) as c:
+            return await asyncio.gather(*(user(c, i) for i in range(40)))
+
+    results = asyncio.run(forty())
+    assert [status for status, _ in results] == [200] * 40
+    assert sum(cached for _, cached in results) > 39 * 100  # the instructions, not recomputed
