@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,7 +40,8 @@ def test_v1_reports_cached_tokens_in_usage_and_in_the_last_stream_chunk(
     live_server: LiveServer,
 ) -> None:
     oai = openai.OpenAI(base_url=f"{live_server.base_url}/v1", api_key=API_KEY, timeout=120)
-    prompt = INSTRUCTIONS + "\nQ: Which shelf holds the atlases?\nA:"
+    # A unique opening: no entry another test left can match it.
+    prompt = f"[{uuid.uuid4()}] " + INSTRUCTIONS + "\nQ: Which shelf holds the atlases?\nA:"
     first = oai.completions.create(model="m", prompt=prompt, max_tokens=4, temperature=0)
     second = oai.completions.create(model="m", prompt=prompt, max_tokens=4, temperature=0)
     assert first.usage is not None and second.usage is not None
@@ -64,13 +66,18 @@ def test_v1_reports_cached_tokens_in_usage_and_in_the_last_stream_chunk(
 def test_task_usage_requests_log_and_metrics_count_cached_tokens(
     live_server: LiveServer, client: httpx.Client
 ) -> None:
-    body = {"text": INSTRUCTIONS + " The reading room opens at nine.", "max_tokens": 4}
+    # The task's instructions come first: another test's summary may have cached those.
+    body = {
+        "text": f"[{uuid.uuid4()}] {INSTRUCTIONS} The reading room opens at nine.",
+        "max_tokens": 4,
+    }
     before = metric_values(client.get("/metrics").text)
     first = client.post("/summarize-text", json=body)
     second = client.post("/summarize-text", json=body)
     assert first.status_code == second.status_code == 200
     usage = second.json()["usage"]
-    assert first.json()["usage"]["cached_tokens"] == 0
+    first_cached = first.json()["usage"]["cached_tokens"]
+    assert first_cached < 40  # at most the task's opening words
     assert usage["cached_tokens"] == usage["prompt_tokens"] - 1
     entry = logged(live_server.log_dir, second.headers["x-request-id"])
     assert entry["cached_tokens"] == usage["cached_tokens"]
@@ -80,8 +87,9 @@ def test_task_usage_requests_log_and_metrics_count_cached_tokens(
     def moved(name: str) -> float:
         return after[(name, ())] - before.get((name, ()), 0.0)
 
-    assert moved("gptapi_prompt_cache_hit_tokens_total") == usage["cached_tokens"]
-    assert moved("gptapi_prompt_cache_miss_tokens_total") == usage["prompt_tokens"] + 1
+    hits = first_cached + usage["cached_tokens"]
+    assert moved("gptapi_prompt_cache_hit_tokens_total") == hits
+    assert moved("gptapi_prompt_cache_miss_tokens_total") == 2 * usage["prompt_tokens"] - hits
     assert after[("gptapi_prompt_cache_entries", ())] >= 1
     held = after[("gptapi_prompt_cache_bytes", ())]
     assert 0 < held <= after[("gptapi_prompt_cache_budget_bytes", ())] == 512 * 2**20
@@ -89,7 +97,7 @@ def test_task_usage_requests_log_and_metrics_count_cached_tokens(
 
 @pytest.fixture()
 def slow_prefill_server(tmp_path: Path) -> Iterator[LiveServer]:
-    # 32-token steps: a ~1,800-token prompt takes dozens of steps, seconds on 2 cores.
+    # 32-token steps: a ~3,000-token prompt takes ~90 steps, seconds on 2 cores.
     server = start_server(tmp_path, env={"GPTAPI_N_BATCH": "32", "GPTAPI_SLOTS": "2"})
     yield server
     stop_server(server)
@@ -98,7 +106,7 @@ def slow_prefill_server(tmp_path: Path) -> Iterator[LiveServer]:
 def test_a_retry_after_the_client_left_mid_prefill_resumes_from_what_was_computed(
     slow_prefill_server: LiveServer,
 ) -> None:
-    body = {"prompt": "Minutes of the library board. " * 300 + "\nSummary:", "max_tokens": 4}
+    body = {"prompt": "Minutes of the library board. " * 500 + "\nSummary:", "max_tokens": 4}
     with (
         slow_prefill_server.client(timeout=0.5) as impatient,
         pytest.raises(httpx.ReadTimeout),
@@ -113,7 +121,7 @@ def test_a_retry_after_the_client_left_mid_prefill_resumes_from_what_was_compute
         retry = c.post("/v1/completions", json=body)
     assert retry.status_code == 200
     usage = retry.json()["usage"]
-    assert usage["prompt_tokens"] > 1500
+    assert usage["prompt_tokens"] > 2500
     # More than nothing, less than the whole prompt: what the first attempt had computed.
     assert 0 < usage["prompt_tokens_details"]["cached_tokens"] < usage["prompt_tokens"] - 1
 
@@ -135,4 +143,5 @@ def test_forty_concurrent_users_with_the_cache_on_all_get_an_answer(
 
     results = asyncio.run(forty())
     assert [status for status, _ in results] == [200] * 40
-    assert sum(cached for _, cached in results) > 39 * 100  # the instructions, not recomputed
+    # Not computed 40 times: shared between running requests or restored from the cache.
+    assert sum(cached for _, cached in results) > 39 * 100

@@ -138,7 +138,7 @@ def test_a_prefill_cancelled_midway_is_kept_and_its_retry_resumes_from_it(
     # Small steps, so the prompt takes many of them and a cancel lands in the middle.
     engine = load_engine(Settings(slots=2, n_ctx=2048, n_batch=32, share_prefixes=False))
     try:
-        text = "A long document about rivers and the sea. " * 60 + prompt_for("CACTUS")
+        text = "A long document about rivers and the sea. " * 120 + prompt_for("CACTUS")
         tokens = engine.tokenize(text)
         scheduler = engine._schedulers[0]
 
@@ -149,6 +149,7 @@ def test_a_prefill_cancelled_midway_is_kept_and_its_retry_resumes_from_it(
                 if scheduler._active and scheduler._active[0].fed >= 8 * 32:
                     break
                 await asyncio.sleep(0.005)
+            assert scheduler._active, "the request never started"
             fed = scheduler._active[0].fed
             first.cancel()
             await asyncio.gather(first, return_exceptions=True)
@@ -203,3 +204,31 @@ def test_prompts_too_short_to_be_worth_an_entry_are_not_kept(cached: LlamaEngine
     asyncio.run(answer(cached, "Hi", SamplingParams(max_tokens=2)))
     assert len(cached.tokenize("Hi")) + 2 < MIN_ENTRY_TOKENS
     assert cached.prompt_stats().cache_entries == before
+
+
+def test_a_burst_shares_its_common_prefix_even_when_the_cache_holds_a_shorter_one(
+    uncached: LlamaEngine,
+) -> None:
+    # Sharing and the cache both on. The cache holds an entry with only ~50 tokens in
+    # common with the burst: the first request restores it, and the others still share the
+    # whole common prefix with it inside the batch instead of computing it each.
+    engine = load_engine(Settings(slots=4, n_ctx=1024))
+    try:
+        opening = INSTRUCTIONS[: INSTRUCTIONS.index(" Never", 100)]  # ~50 tokens
+        asyncio.run(answer(engine, opening + " Tell me about boats.\nAnswer:"))
+        texts = [INSTRUCTIONS + prompt_for(w) for w in KEYWORDS[4:8]]
+        tokens = [engine.tokenize(t) for t in texts]
+        common = min(common_prefix(tokens[0], t) for t in tokens[1:])
+
+        async def burst() -> list[tuple[str, int]]:
+            return await asyncio.gather(*(answer(engine, t) for t in texts))
+
+        results = asyncio.run(burst())
+
+        cached = sorted(c for _, c in results)
+        assert MIN_ENTRY_TOKENS <= cached[0] < common  # the one that restored the opening
+        assert all(c >= common for c in cached[1:])
+        for word, (text, _) in zip(KEYWORDS[4:8], results, strict=True):
+            assert word in text
+    finally:
+        engine.close()

@@ -125,15 +125,21 @@ class PromptCache:
         return best, best_len
 
     def restore(self, entry: CacheEntry, seq_id: int, n_tokens: int) -> bool:
-        """Put the entry's first ``n_tokens`` into the (empty) sequence ``seq_id``."""
+        """Put the entry's first ``n_tokens`` into the (empty) sequence ``seq_id``. False (and
+        the sequence left empty) when llama.cpp could not take it: then it is computed."""
         data = (ctypes.c_uint8 * entry.state_size).from_buffer(entry.state)
-        read = llama_cpp.llama_state_seq_set_data(self._ctx, data, entry.state_size, seq_id)
-        del data  # the mapping cannot be closed while a ctypes view of it exists
+        try:
+            read = llama_cpp.llama_state_seq_set_data(self._ctx, data, entry.state_size, seq_id)
+        finally:
+            del data  # the mapping cannot be closed while a ctypes view of it exists
         trimmed = bool(read) and (
             n_tokens == len(entry.tokens)
             or llama_cpp.llama_memory_seq_rm(self._memory, seq_id, n_tokens, -1)
         )
-        if not trimmed:
+        # What the next position attends to in the window layers must all be there.
+        needed_from = max(0, n_tokens - self._n_swa + 1) if self._n_swa else 0
+        held_from = int(llama_cpp.llama_memory_seq_pos_min(self._memory, seq_id))
+        if not trimmed or held_from > needed_from:
             llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
             self.restore_failures += 1
             log.warning("prompt cache: restoring %d tokens failed; computing them", n_tokens)
@@ -142,6 +148,8 @@ class PromptCache:
         return True
 
     def count(self, prompt_tokens: int, hit_tokens: int) -> None:
+        """A new sequence started: ``hit_tokens`` of its prompt came from the cache (the rest
+        was computed, or shared with a running sequence)."""
         self.hit_tokens += hit_tokens
         self.miss_tokens += prompt_tokens - hit_tokens
 
@@ -152,6 +160,10 @@ class PromptCache:
         if not self.enabled or len(tokens) < MIN_ENTRY_TOKENS:
             return
         pos_min = max(0, int(llama_cpp.llama_memory_seq_pos_min(self._memory, seq_id)))
+        if self._n_swa:
+            # The window layers may still hold older cells (llama.cpp reuses them lazily), but
+            # the saved state leaves out every cell the window masks from the last position.
+            pos_min = max(pos_min, len(tokens) - self._n_swa)
         if pos_min > 0 and len(tokens) < pos_min + self._n_swa - 1:
             return  # no prefix of it would be usable
         arr = np.asarray(tokens, dtype=np.int32)
@@ -163,9 +175,11 @@ class PromptCache:
         need = _pages(size) + arr.nbytes
         if size <= 0 or need > self.budget_bytes:
             return
+        # Room first, so the mapped bytes never pass the budget even for a moment: entries the
+        # new one serves entirely, then the least recently used.
         for key, entry in list(self._entries.items()):
             if _covers(arr, pos_min, entry.tokens, entry.pos_min):
-                self._drop(key)  # the new entry serves everything this one did
+                self._drop(key)
         while self._entries and (
             self.bytes + need > self.budget_bytes or len(self._entries) >= MAX_ENTRIES
         ):
@@ -173,8 +187,10 @@ class PromptCache:
             self.evictions += 1
         state = mmap.mmap(-1, _pages(size))
         data = (ctypes.c_uint8 * size).from_buffer(state)
-        written = llama_cpp.llama_state_seq_get_data(self._ctx, data, size, seq_id)
-        del data
+        try:
+            written = llama_cpp.llama_state_seq_get_data(self._ctx, data, size, seq_id)
+        finally:
+            del data
         if written != size:
             state.close()
             log.warning(

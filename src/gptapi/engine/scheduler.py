@@ -203,13 +203,19 @@ class Scheduler:
             if keep and self.prompt_cache.enabled:
                 tokens = seq.prompt[: seq.fed] + seq.generated
                 if len(tokens) == seq.pos:
-                    self.prompt_cache.save(seq.seq_id, tokens)
+                    self._save(seq.seq_id, tokens)
             llama_cpp.llama_memory_seq_rm(self.memory, seq.seq_id, -1, -1)
             self._free_ids.append(seq.seq_id)
             seq.seq_id = -1
         if seq.sampler is not None:
             llama_cpp.llama_sampler_free(seq.sampler)
             seq.sampler = None
+
+    def _save(self, seq_id: int, tokens: list[int]) -> None:
+        try:
+            self.prompt_cache.save(seq_id, tokens)
+        except Exception:  # e.g. no memory for the mapping: a cache entry is never worth more
+            log.exception("prompt cache: could not save %d tokens", len(tokens))
 
     def _finish_with_error(self, seq: Sequence, message: str) -> None:
         self._release(seq, keep=False)  # what its cells hold cannot be trusted
@@ -241,23 +247,23 @@ class Scheduler:
         if self.share_prefixes:
             for seq in self._active:
                 seq.fed_before_step = seq.fed
-        # Sequences starting from an empty cache in this batch -> batch index of each position.
-        fresh: dict[Sequence, list[int]] = {}
+        # Sequences starting in this batch whose batch tokens others may share -> (positions
+        # already in memory, which seq_cp copies, then the batch index of each next position).
+        fresh: dict[Sequence, tuple[int, list[int]]] = {}
         for seq in self._active:
             budget = self.n_batch - n
             if budget <= 0:
                 break
             if seq.fed >= len(seq.prompt):
                 continue
-            starts_empty = seq.fed == 0
-            if starts_empty:
-                starts_empty = self._start(seq, fresh)
+            if seq.fed == 0:
+                self._start(seq, fresh)
             first = n
             chunk = seq.prompt[seq.fed : seq.fed + budget]
             for token in chunk:
                 put(token, seq, False)
-            if starts_empty:
-                fresh[seq] = fresh.get(seq, []) + list(range(first, n))
+            if seq in fresh:
+                fresh[seq][1].extend(range(first, n))
             seq.fed += len(chunk)
             if seq.fed == len(seq.prompt):
                 batch.logits[n - 1] = True
@@ -268,29 +274,31 @@ class Scheduler:
         batch.n_tokens = n
         return in_batch
 
-    def _start(self, seq: Sequence, fresh: dict[Sequence, list[int]]) -> bool:
+    def _start(self, seq: Sequence, fresh: dict[Sequence, tuple[int, list[int]]]) -> None:
         """Start a new sequence from the longest prompt prefix already computed: in another
-        active sequence (shared) or in the prompt cache (copied in). Returns whether the
-        sequence still starts with an empty cache."""
+        active sequence (shared) or in the prompt cache (copied in)."""
         entry, cached_len = self.prompt_cache.lookup(seq.prompt)
         donor, shared_len = self._best_donor(seq, fresh) if self.share_prefixes else (None, 0)
-        restored = (
-            entry is not None
-            and cached_len > shared_len
-            and self.prompt_cache.restore(entry, seq.seq_id, cached_len)
-        )
+        restored = False
+        if entry is not None and cached_len > shared_len:
+            try:
+                restored = self.prompt_cache.restore(entry, seq.seq_id, cached_len)
+            except Exception:  # never worth failing the request: compute the prompt instead
+                log.exception("prompt cache: could not restore %d tokens", cached_len)
+                llama_cpp.llama_memory_seq_rm(self.memory, seq.seq_id, -1, -1)
+        self.prompt_cache.count(len(seq.prompt), cached_len if restored else 0)
         if restored:
-            self.prompt_cache.count(len(seq.prompt), cached_len)
-            # Its cells are in memory now: a newcomer later in this step may share them.
             seq.fed = seq.pos = seq.fed_before_step = seq.cached = cached_len
-            return False
-        self.prompt_cache.count(len(seq.prompt), 0)
-        if donor is None:
-            return True
-        return self._share_prefix(seq, donor, shared_len, fresh)
+            # Its cells are in memory now: a newcomer in this step may copy them and share
+            # the tokens it computes next in the batch.
+            fresh[seq] = (cached_len, [])
+        elif donor is not None:
+            self._share_prefix(seq, donor, shared_len, fresh)
+        else:
+            fresh[seq] = (0, [])
 
     def _best_donor(
-        self, seq: Sequence, fresh: dict[Sequence, list[int]]
+        self, seq: Sequence, fresh: dict[Sequence, tuple[int, list[int]]]
     ) -> tuple[Sequence | None, int]:
         """The active sequence with the longest prompt prefix in common with ``seq``."""
         if self.n_swa and len(seq.prompt) + seq.params.max_tokens > self.n_swa:
@@ -304,7 +312,12 @@ class Scheduler:
             if other is seq or other.seq_id < 0:
                 continue
             if other in fresh:
-                available = len(fresh[other])
+                in_memory, indices = fresh[other]
+                if in_memory > 0 and not self._cache_starts_at_zero(other):
+                    # Restored without its first window positions: a shorter copy would miss
+                    # positions its continuation attends to.
+                    continue
+                available = in_memory + len(indices)
             elif other.fed_before_step > 0 and self._cache_starts_at_zero(other):
                 available = other.fed_before_step
             else:
@@ -317,25 +330,29 @@ class Scheduler:
         return best, best_len
 
     def _share_prefix(
-        self, seq: Sequence, best: Sequence, best_len: int, fresh: dict[Sequence, list[int]]
-    ) -> bool:
+        self,
+        seq: Sequence,
+        best: Sequence,
+        best_len: int,
+        fresh: dict[Sequence, tuple[int, list[int]]],
+    ) -> None:
         """Take over ``best``'s first ``best_len`` prompt tokens, so they are computed once.
-        From a sequence in the cache: its cells are marked as this one's too
-        (llama_memory_seq_cp: no copy in a unified cache). From a sequence that also starts in
-        this batch: the shared tokens enter the batch once, carrying both sequence ids
-        (llama.cpp only lets sequences share batch tokens when their cached positions are
-        identical). Returns whether the sequence still starts with an empty cache."""
+        Tokens in memory: their cells are marked as this one's too (llama_memory_seq_cp: no
+        copy in a unified cache). Tokens ``best`` computes in this batch: they enter the batch
+        once, carrying both sequence ids (llama.cpp lets sequences share batch tokens only when
+        what they hold in memory is identical, which the seq_cp makes it)."""
         seq.fed = seq.pos = seq.cached = best_len
         self.prompt_tokens_shared += best_len
-        if best not in fresh:
-            llama_cpp.llama_memory_seq_cp(self.memory, best.seq_id, seq.seq_id, 0, best_len)
-            return False
-        for index in fresh[best][:best_len]:
+        in_memory, indices = fresh.get(best, (best_len, []))
+        copied = min(in_memory, best_len)
+        if copied > 0:
+            llama_cpp.llama_memory_seq_cp(self.memory, best.seq_id, seq.seq_id, 0, copied)
+        shared = indices[: best_len - copied]
+        for index in shared:
             k = self.batch.n_seq_id[index]
             self.batch.seq_id[index][k] = seq.seq_id
             self.batch.n_seq_id[index] = k + 1
-        fresh[seq] = fresh[best][:best_len]
-        return True
+        fresh[seq] = (copied, shared)
 
     def _cache_starts_at_zero(self, seq: Sequence) -> bool:
         # A sliding-window cache drops a long sequence's first positions: nothing to share then.
@@ -355,7 +372,7 @@ class Scheduler:
             if seq.n_out == 0 and self._outgrows_window(seq):
                 # Saved at its end, its first positions would be gone from the sliding-window
                 # layers: keep the prompt now, while every window position is still there.
-                self.prompt_cache.save(seq.seq_id, seq.prompt)
+                self._save(seq.seq_id, seq.prompt)
             self._advance(seq, self._sample(seq))
 
     def _outgrows_window(self, seq: Sequence) -> bool:
