@@ -48,7 +48,7 @@ class CacheEntry:
     # usable. Otherwise only prefixes long enough that the window the next position attends
     # to (its n_swa - 1 predecessors) starts at or after it.
     pos_min: int
-    state: mmap.mmap  # anonymous mapping: freed back to the OS when the entry goes
+    state: mmap.mmap  # private anonymous mapping: returned to the OS when the entry goes
     state_size: int
 
     @property
@@ -185,7 +185,8 @@ class PromptCache:
         ):
             self._drop(next(iter(self._entries)))
             self.evictions += 1
-        state = mmap.mmap(-1, _pages(size))
+        # Private: counted as the process's anonymous memory (RssAnon), like the KV cache.
+        state = mmap.mmap(-1, _pages(size), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         data = (ctypes.c_uint8 * size).from_buffer(state)
         try:
             written = llama_cpp.llama_state_seq_get_data(self._ctx, data, size, seq_id)
