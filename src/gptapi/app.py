@@ -89,7 +89,10 @@ def create_app(
             engine,
             max_queue=settings.max_queue,
             request_timeout_s=settings.request_timeout_s,
+            max_per_key=settings.max_inflight_per_key,
             min_free_bytes=settings.min_free_mb * 2**20,
+            keepalive_s=settings.stream_keepalive_s,
+            token_limits=app.state.rate_limits,
             metrics=app.state.metrics,
         )
         full_ms = await asyncio.to_thread(snapshot_cost_s, 10) * 1000

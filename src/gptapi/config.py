@@ -48,6 +48,27 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         64, ge=0, le=100_000, description="Requests that may wait for a slot; beyond: 503."
     )
+    max_inflight_per_key: int = Field(
+        48,
+        ge=1,
+        le=100_000,
+        description="Requests one key may have decoding or queued at once; beyond: 429. Keys "
+        "are served in turn from the queue, so one key cannot starve another.",
+    )
+    step_target_ms: int = Field(
+        1000,
+        ge=0,
+        le=600_000,
+        description="Longest decode step while requests are streaming tokens: prompt chunks "
+        "are sized from the measured speeds so a step stays near this (0 = always n_batch).",
+    )
+    stream_keepalive_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds between SSE comments (queue position, then prompt progress) "
+        "sent to a stream that has no token yet, so proxies do not time it out.",
+    )
     request_timeout_s: float = Field(
         300.0, gt=0, le=86_400, description="Wall-clock limit per request, queue time included."
     )
@@ -134,12 +155,12 @@ class Settings(BaseSettings):
     )
 
     rate_limit: str = Field(
-        "120/minute",
+        "600/minute",
         description="Per-key limit on the generation routes, e.g. '120/minute' or "
         "'10/second;600/hour' (slowapi/limits syntax).",
     )
     rate_limit_burst: str = Field(
-        "10/second",
+        "60/second",
         description="Per-key burst limit on the generation routes, counted besides rate_limit.",
     )
     rate_limit_unauthenticated: str = Field(
@@ -159,7 +180,15 @@ class Settings(BaseSettings):
         "(e.g. 127.0.0.1 behind a local nginx); empty: the socket's peer address.",
     )
 
-    @field_validator("rate_limit", "rate_limit_burst", "rate_limit_unauthenticated")
+    token_rate_limit: str = Field(
+        "100000/minute",
+        description="Per-key limit on tokens (prompt + completion) in a fixed window, e.g. "
+        "'20000/minute;500000/day'; counted where rate_limit is (Redis across replicas).",
+    )
+
+    @field_validator(
+        "rate_limit", "rate_limit_burst", "rate_limit_unauthenticated", "token_rate_limit"
+    )
     @classmethod
     def _valid_rate_limit(cls, value: str) -> str:
         from limits import parse_many
@@ -177,7 +206,8 @@ class Settings(BaseSettings):
         32768,
         ge=16,
         le=1_000_000,
-        description="Longest prompt/text/question/context in characters.",
+        description="Most characters a request puts into its prompt: all its text fields (all "
+        "chat messages, question + context) together.",
     )
     max_stop_strings: int = Field(4, ge=0, le=64, description="Most stop strings per request.")
     max_stop_chars: int = Field(64, ge=1, le=1024, description="Longest stop string, characters.")

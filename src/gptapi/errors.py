@@ -68,6 +68,21 @@ class RateLimited(GptapiError):
     code = "rate_limited"
 
 
+class KeyBusy(RateLimited):
+    """This key already has the most requests decoding or queued that one key may have."""
+
+    code = "too_many_requests_in_flight"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class TokenBudgetExhausted(RateLimited):
+    """This key used its prompt + completion tokens for the current window."""
+
+    code = "token_rate_limited"
+
+
 class RequestTimeout(GptapiError):
     code = "request_timeout"
 

@@ -9,14 +9,14 @@ from typing import Annotated, cast
 
 from fastapi import Depends, Request
 from limits import RateLimitItem, parse_many
-from limits.strategies import RateLimiter
+from limits.strategies import FixedWindowRateLimiter, RateLimiter
 from slowapi import Limiter
 from slowapi.util import get_remote_address
 
 from gptapi.auth import require_api_key
 from gptapi.config import Settings
 from gptapi.engine import SamplingParams
-from gptapi.errors import InputTooLarge, InvalidRequest, RateLimited
+from gptapi.errors import InputTooLarge, InvalidRequest, RateLimited, TokenBudgetExhausted
 from gptapi.schemas import SamplingFields
 
 log = logging.getLogger("gptapi.limits")
@@ -54,6 +54,11 @@ class RateLimits:
         )
         self._fallback = Limiter(key_func=get_remote_address, strategy="moving-window")
         self._storage_failed_at = -math.inf
+        # Tokens per key (prompt + completion), in the same storage. A fixed window: a moving
+        # window would store one entry per token.
+        self.tokens: list[RateLimitItem] = parse_many(settings.token_rate_limit)
+        self._token_counter = FixedWindowRateLimiter(self.limiter.limiter.storage)
+        self._token_fallback = FixedWindowRateLimiter(self._fallback.limiter.storage)
 
     def hit(self, key_id: str) -> dict[str, str]:
         """Count a generation request for a key; the X-RateLimit-* headers of its tightest
@@ -93,6 +98,43 @@ class RateLimits:
                 least, tightest = remaining, headers
         return tightest
 
+    def take_tokens(self, key_id: str, cost: int) -> None:
+        """Count a request's prompt tokens before it queues, or refuse it (429 with
+        Retry-After) if they do not fit what the key has left in a token window."""
+        for item in self.tokens:
+            counter = self._tokens_counter()
+            try:
+                fits = counter.test(item, "tokens", key_id, cost=cost)
+            except Exception as exc:
+                self._storage_failed(exc)
+                counter = self._token_fallback
+                fits = counter.test(item, "tokens", key_id, cost=cost)
+            if not fits:
+                reset_at, remaining = counter.get_window_stats(item, "tokens", key_id)
+                retry_after = max(1, math.ceil(reset_at - time.time()))
+                raise TokenBudgetExhausted(
+                    f"token rate limit exceeded for this key: {item} (prompt + completion); "
+                    f"{max(0, remaining)} left, this prompt needs {cost}; retry in {retry_after} s",
+                    headers={"Retry-After": str(retry_after)},
+                )
+        self.count_tokens(key_id, cost)
+
+    def count_tokens(self, key_id: str, cost: int) -> None:
+        """Count tokens already spent (a completion): never refuses, may overdraw the window."""
+        if cost <= 0:
+            return
+        for item in self.tokens:
+            try:
+                self._tokens_counter().hit(item, "tokens", key_id, cost=cost)
+            except Exception as exc:
+                self._storage_failed(exc)
+                self._token_fallback.hit(item, "tokens", key_id, cost=cost)
+
+    def _tokens_counter(self) -> FixedWindowRateLimiter:
+        if time.monotonic() - self._storage_failed_at < _STORAGE_RETRY_S:
+            return self._token_fallback
+        return self._token_counter
+
     def _strategy(self) -> RateLimiter:
         if time.monotonic() - self._storage_failed_at < _STORAGE_RETRY_S:
             return self._fallback.limiter
@@ -119,11 +161,15 @@ GenerationKey = Annotated[str, Depends(rate_limited_key)]
 
 
 def check_text_length(settings: Settings, **fields: str | None) -> None:
-    for name, value in fields.items():
-        if value is not None and len(value) > settings.max_prompt_chars:
-            raise InputTooLarge(
-                f"{name} has {len(value)} characters; the limit is {settings.max_prompt_chars}"
-            )
+    """One bound on the text a request puts into its prompt: all fields (all chat messages)
+    together, before anything is tokenized."""
+    sizes = {name: len(value) for name, value in fields.items() if value is not None}
+    total = sum(sizes.values())
+    if total > settings.max_prompt_chars:
+        what = next(iter(sizes)) if len(sizes) == 1 else f"{', '.join(sizes)} together"
+        raise InputTooLarge(
+            f"{what} has {total} characters; the limit is {settings.max_prompt_chars}"
+        )
 
 
 def check_stop_strings(settings: Settings, stop: list[str]) -> None:

@@ -1,27 +1,35 @@
-"""Admission control and the one code path from a request into the engine.
+"""The one code path from a request into the engine.
 
-``slots`` requests decode at once; up to ``max_queue`` more wait in FIFO order; beyond that a
-request is refused at once with 503 and ``Retry-After`` instead of piling up. A request that
-cannot fit a slot's context is refused before it queues. Every request has a wall-clock limit,
-queue time included.
+In order, each step cheaper than the next: the memory guard, admission (a slot or a place in
+the fair queue, else 503/429 at once — before tokenizing), tokenizing and the context check,
+the key's token budget, then waiting for the slot and generating. Every request has a
+wall-clock limit, queue time included. While a request has no token yet, ``Waiting`` events
+(queue position, then prompt progress) come every ``keepalive_s`` so streams can show life.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import psutil
 
+from gptapi.admission import Admission
 from gptapi.engine import Delta, Engine, EngineError, FinishReason, SamplingParams
-from gptapi.errors import ContextLengthExceeded, GenerationFailed, RequestTimeout, ServerBusy
+from gptapi.errors import (
+    ContextLengthExceeded,
+    GenerationFailed,
+    GptapiError,
+    KeyBusy,
+    RequestTimeout,
+    ServerBusy,
+    TokenBudgetExhausted,
+)
 from gptapi.metrics import Metrics
 from gptapi.requestlog import RequestRecord
 
@@ -48,81 +56,22 @@ class Completion:
         return (self.completion_tokens - 1) / decode_s
 
 
-class Admission:
-    """A FIFO semaphore with a bounded queue, whose occupancy can be read at any time."""
+@dataclass(frozen=True)
+class Waiting:
+    """No token yet: the request's place in the queue (0: it holds a slot), then how much of
+    its prompt is computed."""
 
-    def __init__(self, slots: int, max_queue: int) -> None:
-        self.slots = slots
-        self.max_queue = max_queue
-        self.busy = 0
-        self.draining = False
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self._service_s = 1.0  # moving average of slot hold time, for Retry-After
+    queue_position: int
+    prompt_done: int
+    prompt_tokens: int
 
-    @property
-    def queued(self) -> int:
-        return len(self._waiters)
 
-    def retry_after_s(self) -> int:
-        # Roughly when a slot frees up for the queue ahead, at least 1 s.
-        waves = (self.queued + 1) / self.slots
-        return max(1, math.ceil(self._service_s * waves))
+class TokenLimits(Protocol):
+    """Per-key token budget (prompt + completion); may block (a networked store)."""
 
-    @asynccontextmanager
-    async def slot(self, deadline: float | None = None) -> AsyncIterator[float]:
-        """Hold a slot for the block; yields the seconds spent queuing. Waiting ends with
-        TimeoutError at ``deadline`` (event-loop time)."""
-        enqueued = time.perf_counter()
-        async with asyncio.timeout_at(deadline):
-            await self._acquire()
-        acquired = time.perf_counter()
-        try:
-            yield acquired - enqueued
-        finally:
-            held = time.perf_counter() - acquired
-            self._service_s = 0.8 * self._service_s + 0.2 * held
-            self._release()
+    def take_tokens(self, key_id: str, cost: int) -> None: ...
 
-    async def _acquire(self) -> None:
-        if self.draining:
-            raise ServerBusy("server is shutting down", self.retry_after_s(), reason="draining")
-        if self.busy < self.slots and not self._waiters:
-            self.busy += 1
-            return
-        if len(self._waiters) >= self.max_queue:
-            raise ServerBusy(
-                f"server busy: {self.busy} requests decoding and {self.queued} queued "
-                f"(limit {self.max_queue}); retry later",
-                self.retry_after_s(),
-            )
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter  # _release hands its slot over: busy is unchanged
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._release()  # handed a slot just as we were cancelled: pass it on
-            elif waiter in self._waiters:
-                self._waiters.remove(waiter)
-            raise
-
-    def _release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self.busy -= 1
-
-    def drain(self) -> None:
-        """Stop admitting: queued requests get 503 now, new ones at once."""
-        self.draining = True
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(
-                    ServerBusy("server is shutting down", self.retry_after_s(), reason="draining")
-                )
+    def count_tokens(self, key_id: str, cost: int) -> None: ...
 
 
 class InferencePool:
@@ -132,13 +81,18 @@ class InferencePool:
         *,
         max_queue: int,
         request_timeout_s: float,
+        max_per_key: int | None = None,
         min_free_bytes: int = 0,
+        keepalive_s: float = 10.0,
+        token_limits: TokenLimits | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.engine = engine
-        self.admission = Admission(engine.slots, max_queue)
+        self.admission = Admission(engine.slots, max_queue, max_per_key)
         self.request_timeout_s = request_timeout_s
         self.min_free_bytes = min_free_bytes
+        self.keepalive_s = keepalive_s
+        self.token_limits = token_limits
         self.metrics = metrics
         if metrics is not None:
             metrics.track_admission(
@@ -146,7 +100,7 @@ class InferencePool:
             )
             metrics.track_prompt_stats(engine.prompt_stats)
 
-    def _refuse(self, exc: ServerBusy | ContextLengthExceeded, reason: str) -> NoReturn:
+    def _refuse(self, exc: GptapiError, reason: str) -> NoReturn:
         if self.metrics is not None:
             self.metrics.refusals.labels(reason).inc()
         raise exc
@@ -182,34 +136,60 @@ class InferencePool:
 
     async def stream(
         self, prompt: str, params: SamplingParams, *, record: RequestRecord
-    ) -> AsyncGenerator[Delta | Completion, None]:
-        """The one path into the engine: yields each delta as the engine produces it, then the
-        Completion. Refusals (busy, low memory, too long) raise before the first delta."""
+    ) -> AsyncGenerator[Delta | Waiting | Completion, None]:
+        """The one path into the engine: yields a first ``Waiting`` once the request is
+        admitted, more while it has no token, each delta as the engine produces it, then the
+        Completion. Refusals (busy, key cap, low memory, too long, token budget) raise before
+        the first event."""
         arrived = time.perf_counter()
+        loop = asyncio.get_running_loop()
         # A deadline, not asyncio.timeout around the body: the body yields to the consumer,
         # and only our own waits may be cut short.
-        deadline = asyncio.get_running_loop().time() + self.request_timeout_s
+        deadline = loop.time() + self.request_timeout_s
+        key = record.key_id or "-"
         self._guard_memory()
-        tokens = await self.tokens_for(prompt, params)
-        record.prompt_tokens = len(tokens)
         record.busy_slots_at_admission = self.admission.busy
         record.queue_depth_at_admission = self.admission.queued
+        try:
+            ticket = self.admission.enter(key)
+        except KeyBusy as exc:
+            self._refuse(exc, "key_in_flight")
+        except ServerBusy as exc:
+            self._refuse(exc, exc.reason)
         parts: list[str] = []
         n_out = cached = 0
         finish: FinishReason = "length"
         ttft_s: float | None = None
         queue_s = 0.0
         try:
-            async with (
-                self.admission.slot(deadline) as queue_s,
-                aclosing(self.engine.generate(tokens, params)) as deltas,
+            tokens = await self.tokens_for(prompt, params)
+            record.prompt_tokens = len(tokens)
+            if self.token_limits is not None:
+                try:
+                    await asyncio.to_thread(self.token_limits.take_tokens, key, len(tokens))
+                except TokenBudgetExhausted as exc:
+                    self._refuse(exc, "token_rate")
+            yield Waiting(self.admission.position(ticket), 0, len(tokens))
+            while not await self.admission.wait(
+                ticket, min(self.keepalive_s, max(0.0, deadline - loop.time()))
             ):
-                record.queue_ms = queue_s * 1000
+                if loop.time() >= deadline:
+                    raise TimeoutError
+                yield Waiting(self.admission.position(ticket), 0, len(tokens))
+            queue_s = time.perf_counter() - arrived
+            record.queue_ms = queue_s * 1000
+            last_sign = loop.time()
+            async with aclosing(self.engine.generate(tokens, params)) as deltas:
                 while True:
                     async with asyncio.timeout_at(deadline):
                         delta = await anext(deltas, None)
                     if delta is None:
                         break
+                    if delta.is_progress:
+                        if loop.time() - last_sign >= self.keepalive_s:
+                            last_sign = loop.time()
+                            yield Waiting(0, delta.prompt_done, len(tokens))
+                        continue
                     if ttft_s is None:
                         ttft_s = time.perf_counter() - arrived
                         record.ttft_ms = ttft_s * 1000
@@ -219,7 +199,7 @@ class InferencePool:
                     if delta.finish_reason is not None:
                         finish = delta.finish_reason
                     yield delta
-        except ServerBusy as exc:
+        except ServerBusy as exc:  # drained while queued
             self._refuse(exc, exc.reason)
         except TimeoutError:
             log.warning(
@@ -235,7 +215,11 @@ class InferencePool:
             log.error("request %s ended: engine error: %s", record.request_id, exc)
             raise GenerationFailed(str(exc)) from None
         finally:
+            self.admission.leave(ticket)
             self._observe(record, queue_s, ttft_s, n_out)
+            if self.token_limits is not None and n_out:
+                # Not awaited: this may run while the request is being cancelled.
+                loop.run_in_executor(None, self.token_limits.count_tokens, key, n_out)
         result = Completion(
             text="".join(parts),
             finish_reason=finish,

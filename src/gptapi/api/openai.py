@@ -15,14 +15,14 @@ from fastapi.responses import StreamingResponse
 from gptapi import prompts
 from gptapi.api.cancel import cancel_on_disconnect
 from gptapi.api.deps import PoolDep, SettingsDep
-from gptapi.api.sse import error_event, first_event, sse_event
+from gptapi.api.sse import error_event, first_event, keepalive, sse_event
 from gptapi.api.tasks import ERROR_RESPONSES, STREAMING
 from gptapi.auth import ApiKeyId
 from gptapi.config import Settings
 from gptapi.engine import Delta, SamplingParams
 from gptapi.errors import GptapiError, UnsupportedParameter
 from gptapi.limits import GenerationKey, check_stop_strings, check_text_length, sampling_params
-from gptapi.pool import Completion, InferencePool
+from gptapi.pool import Completion, InferencePool, Waiting
 from gptapi.requestlog import RequestRecord
 from gptapi.schemas import SamplingFields
 from gptapi.schemas_openai import (
@@ -129,7 +129,7 @@ async def chat_completions(
         },
     )
     messages = [{"role": m.role, "content": _text_of(m.content)} for m in body.messages]
-    check_text_length(settings, **{f"messages[{i}]": m["content"] for i, m in enumerate(messages)})
+    check_text_length(settings, messages="".join(m["content"] for m in messages))
     check_stop_strings(settings, body.stop_strings())
     task = prompts.chat_prompt(pool.engine.info, messages)
     max_tokens = body.max_completion_tokens or body.max_tokens
@@ -228,8 +228,8 @@ def _usage(result: Completion) -> V1Usage:
 
 
 async def _sse(
-    first: Delta | Completion,
-    events: AsyncGenerator[Delta | Completion, None],
+    first: Delta | Waiting | Completion,
+    events: AsyncGenerator[Delta | Waiting | Completion, None],
     record: RequestRecord,
     shape: _Shape,
     include_usage: bool,
@@ -241,7 +241,9 @@ async def _sse(
             yield sse_event(shape.chunk("", None, first=True))
         event = first
         while not isinstance(event, Completion):
-            if event.text:
+            if isinstance(event, Waiting):
+                yield keepalive(event)
+            elif event.text:
                 yield sse_event(shape.chunk(event.text, None))
             event = await anext(events)
         if log_text:

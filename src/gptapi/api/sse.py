@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator
 from typing import Any, TypeVar
 
 from gptapi.errors import GptapiError, error_body
+from gptapi.pool import Waiting
 from gptapi.requestlog import RequestRecord
 
 T = TypeVar("T")
@@ -17,13 +18,22 @@ def sse_event(data: dict[str, Any]) -> bytes:
 
 
 async def first_event(events: AsyncGenerator[T, None]) -> T:
-    """Run up to the first event before answering, so refusals (busy, timeout in the queue)
-    are still proper HTTP errors rather than errors inside a 200 stream."""
+    """Run up to the first event before answering, so refusals (busy, key cap, too long,
+    token budget) are still proper HTTP errors rather than errors inside a 200 stream. The
+    first event comes as soon as the request is admitted (queued or not)."""
     try:
         return await anext(events)
     except BaseException:
         await events.aclose()
         raise
+
+
+def keepalive(waiting: Waiting) -> bytes:
+    """An SSE comment (ignored by SSE clients) for a stream with no token yet: sent when the
+    request is admitted, then every GPTAPI_STREAM_KEEPALIVE_S."""
+    if waiting.queue_position > 0:
+        return f": queued position={waiting.queue_position}\n\n".encode()
+    return f": prompt {waiting.prompt_done}/{waiting.prompt_tokens}\n\n".encode()
 
 
 def error_event(record: RequestRecord, exc: GptapiError) -> bytes:

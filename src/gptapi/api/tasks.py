@@ -11,12 +11,12 @@ from fastapi.responses import StreamingResponse
 from gptapi import prompts
 from gptapi.api.cancel import cancel_on_disconnect
 from gptapi.api.deps import PoolDep, SettingsDep
-from gptapi.api.sse import error_event, first_event, sse_event
+from gptapi.api.sse import error_event, first_event, keepalive, sse_event
 from gptapi.config import Settings
 from gptapi.engine import Delta
 from gptapi.errors import GptapiError
 from gptapi.limits import GenerationKey, check_stop_strings, check_text_length, sampling_params
-from gptapi.pool import Completion, InferencePool
+from gptapi.pool import Completion, InferencePool, Waiting
 from gptapi.requestlog import RequestRecord
 from gptapi.schemas import (
     AnswerRequest,
@@ -112,8 +112,8 @@ async def _run(
 
 
 async def _sse(
-    first: Delta | Completion,
-    events: AsyncGenerator[Delta | Completion, None],
+    first: Delta | Waiting | Completion,
+    events: AsyncGenerator[Delta | Waiting | Completion, None],
     record: RequestRecord,
     model: str,
     log_text: bool,
@@ -129,7 +129,9 @@ async def _sse(
                 final = _response(record, model, event_).model_dump()
                 yield sse_event({**final, "text": ""})
                 break
-            if event_.text:
+            if isinstance(event_, Waiting):
+                yield keepalive(event_)
+            elif event_.text:
                 yield sse_event({"id": record.request_id, "text": event_.text})
             event_ = await anext(events)
         yield b"data: [DONE]\n\n"

@@ -41,6 +41,12 @@ class Delta:
     completion_tokens: int  # tokens generated so far
     finish_reason: FinishReason | None = None
     cached_tokens: int = 0  # prompt tokens not computed (prompt cache or a concurrent request)
+    prompt_done: int = 0  # prompt tokens in the KV cache so far (progress deltas)
+
+    @property
+    def is_progress(self) -> bool:
+        """No token yet: a step computed part of the prompt (text empty, nothing finished)."""
+        return self.completion_tokens == 0 and self.finish_reason is None
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,7 @@ def _build_schedulers(model: LlamaModel, settings: Settings) -> list[Scheduler]:
                 kv_cache_type=settings.kv_cache_type,
                 share_prefixes=settings.share_prefixes,
                 prompt_cache_bytes=settings.prompt_cache_mb * 2**20,
+                step_target_s=settings.step_target_ms / 1000,
             )
         ]
     workers = min(settings.slots, settings.n_threads)
@@ -175,6 +176,7 @@ def _build_schedulers(model: LlamaModel, settings: Settings) -> list[Scheduler]:
                     kv_cache_type=settings.kv_cache_type,
                     # One budget for the process, split between the contexts.
                     prompt_cache_bytes=settings.prompt_cache_mb * 2**20 // workers,
+                    step_target_s=settings.step_target_ms / 1000,
                     name=f"pool-{i}",
                 )
             )

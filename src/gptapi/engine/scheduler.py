@@ -26,6 +26,7 @@ from gptapi.engine.model import LlamaModel, set_field
 from gptapi.engine.output import OutputText
 from gptapi.engine.prompt_cache import PromptCache
 from gptapi.engine.sampling import make_sampler
+from gptapi.engine.step_budget import StepBudget
 
 log = logging.getLogger("gptapi.scheduler")
 
@@ -86,11 +87,14 @@ class Scheduler:
         kv_cache_type: str = "f16",
         share_prefixes: bool = True,
         prompt_cache_bytes: int = 0,
+        step_target_s: float = 0.0,
         name: str = "scheduler",
     ) -> None:
         self.model = model
         self.slots = slots
         self.n_batch = n_batch
+        self.step_budget = StepBudget(step_target_s)
+        self._step_tokens = (0, 0)  # (decoding, prompt) tokens in the batch being decoded
         # Sharing KV cells between sequences needs them in one stream (the unified cache).
         self.share_prefixes = share_prefixes and kv_unified and slots > 1
         self.prompt_tokens_shared = 0  # read by tests and metrics; written by this thread only
@@ -242,8 +246,10 @@ class Scheduler:
                 seq.generated.append(seq.next_token)
                 seq.next_token = None
                 in_batch.append(seq)
-        # Prompts fill what the decoding tokens leave, in arrival order; a long prompt is
-        # spread over several steps so it never stalls the others for more than one batch.
+        # Prompts fill what the decoding tokens leave, in arrival order, up to what keeps the
+        # step near its time target while tokens stream; a long prompt is spread over steps.
+        n_decoding = n
+        prompt_room = self.step_budget.prompt_tokens(n_decoding, self.n_batch - n_decoding)
         if self.share_prefixes:
             for seq in self._active:
                 seq.fed_before_step = seq.fed
@@ -251,7 +257,7 @@ class Scheduler:
         # already in memory, which seq_cp copies, then the batch index of each next position).
         fresh: dict[Sequence, tuple[int, list[int]]] = {}
         for seq in self._active:
-            budget = self.n_batch - n
+            budget = prompt_room - (n - n_decoding)
             if budget <= 0:
                 break
             if seq.fed >= len(seq.prompt):
@@ -272,6 +278,7 @@ class Scheduler:
                 seq.batch_index = -1
             in_batch.append(seq)
         batch.n_tokens = n
+        self._step_tokens = (n_decoding, n - n_decoding)
         return in_batch
 
     def _start(self, seq: Sequence, fresh: dict[Sequence, tuple[int, list[int]]]) -> None:
@@ -362,12 +369,16 @@ class Scheduler:
         in_batch = self._fill_batch()
         if not in_batch:
             return
+        started = time.perf_counter()
         ret = llama_cpp.llama_decode(self.ctx, self.batch)
         if ret != 0:
             self._on_decode_failure(ret, in_batch)
             return
+        self.step_budget.observe(*self._step_tokens, time.perf_counter() - started)
         for seq in in_batch:
             if seq.batch_index < 0:
+                # Prompt not done yet: tell the request how far it got (stream keepalives).
+                seq.emit(Delta("", 0, None, seq.cached, prompt_done=seq.fed))
                 continue
             if seq.n_out == 0 and self._outgrows_window(seq):
                 # Saved at its end, its first positions would be gone from the sliding-window

@@ -1,0 +1,201 @@
+"""Admission: who gets a slot next, and who is refused at once.
+
+``slots`` requests decode at once; up to ``max_queue`` more wait. The queue is fair between API
+keys: keys are served in turn (round-robin), each key's own requests in arrival order, so a key
+that sends 60 requests delays another key's request by at most one request per busy key, not
+by 60. A key may hold at most ``max_per_key`` requests decoding or queued; beyond that it gets
+429, and a full or draining server 503, both before any work (tokenizing included) is done.
+
+``Retry-After`` comes from the measured service rate: completions per second over the last
+``_RATE_WINDOW`` completions, so it follows the model and load actually being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
+
+from gptapi.errors import KeyBusy, ServerBusy
+
+_RATE_WINDOW = 32  # completions the service rate is measured over
+_MAX_RETRY_AFTER_S = 3600
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One request's place: granted a slot at once, or waiting in its key's queue."""
+
+    key: str
+    granted: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    enqueued: float = field(default_factory=time.perf_counter)
+    acquired: float | None = None
+    left: bool = False
+
+    @property
+    def holds_slot(self) -> bool:
+        return self.acquired is not None
+
+
+class Admission:
+    def __init__(self, slots: int, max_queue: int, max_per_key: int | None = None) -> None:
+        self.slots = slots
+        self.max_queue = max_queue
+        self.max_per_key = max_per_key or slots + max_queue
+        self.busy = 0
+        self.draining = False
+        # Keys with waiting tickets, in serving order: the first key is served next, then
+        # moves to the end if it still has tickets waiting.
+        self._queues: OrderedDict[str, deque[Ticket]] = OrderedDict()
+        self._queued = 0
+        self._per_key: Counter[str] = Counter()  # decoding + queued, per key
+        self._completions: deque[float] = deque(maxlen=_RATE_WINDOW)
+        self._hold_s = 1.0  # moving average of slot hold time: the rate before any is measured
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    def in_flight(self, key: str) -> int:
+        return self._per_key[key]
+
+    # --- Retry-After ----------------------------------------------------------------------
+
+    def service_rate(self) -> float:
+        """Completions per second: measured over the last completions while busy, else
+        ``slots`` per average hold time."""
+        done = self._completions
+        if len(done) >= 2 and done[-1] > done[0]:
+            measured = (len(done) - 1) / (done[-1] - done[0])
+            # A quiet spell since the last completion means the rate is lower than it was.
+            quiet = time.perf_counter() - done[-1]
+            return measured if quiet <= 1 / measured else 1 / quiet
+        return self.slots / self._hold_s
+
+    def retry_after_s(self, ahead: int | None = None) -> int:
+        """Seconds until ``ahead`` requests (default: the whole queue) have been served."""
+        waiting = self._queued if ahead is None else ahead
+        seconds = (waiting + 1) / self.service_rate()
+        return min(_MAX_RETRY_AFTER_S, max(1, math.ceil(seconds)))
+
+    # --- entering and leaving -------------------------------------------------------------
+
+    def enter(self, key: str) -> Ticket:
+        """Take a slot or a place in the queue now, or raise: ServerBusy (draining, queue full)
+        or KeyBusy (this key's cap). Never waits; pair it with ``leave``."""
+        if self.draining:
+            raise ServerBusy("server is shutting down", self.retry_after_s(), reason="draining")
+        free = self.busy < self.slots and not self._queued
+        if not free and self._queued >= self.max_queue:
+            raise ServerBusy(
+                f"server busy: {self.busy} requests decoding and {self._queued} queued "
+                f"(limit {self.max_queue}); retry later",
+                self.retry_after_s(),
+            )
+        if self._per_key[key] >= self.max_per_key:
+            # Its next slot comes after one of its own requests completes; with several keys
+            # waiting, every other key is served in between.
+            raise KeyBusy(
+                f"this key has {self._per_key[key]} requests decoding or queued, the most this "
+                f"server allows one key (GPTAPI_MAX_INFLIGHT_PER_KEY={self.max_per_key})",
+                self.retry_after_s(len(self._queues)),
+            )
+        ticket = Ticket(key)
+        if free:
+            self.busy += 1
+            self._grant(ticket)
+        else:
+            self._queues.setdefault(key, deque()).append(ticket)
+            self._queued += 1
+        self._per_key[key] += 1
+        return ticket
+
+    async def wait(self, ticket: Ticket, seconds: float | None) -> bool:
+        """Wait up to ``seconds`` for the ticket's slot; True once it holds one.
+        Raises ServerBusy if the server starts draining meanwhile."""
+        if not ticket.granted.done():
+            await asyncio.wait({ticket.granted}, timeout=seconds)
+        if ticket.granted.done():
+            ticket.granted.result()  # raises what drain() set
+            return True
+        return False
+
+    def position(self, ticket: Ticket) -> int:
+        """1 = served next. Keys take turns from the first waiting key on, so a ticket is
+        served after the tickets of its round and of earlier rounds."""
+        own = self._queues.get(ticket.key)
+        if own is None or ticket not in own:
+            return 0
+        index = own.index(ticket)  # this ticket is served in round `index`
+        keys = list(self._queues)
+        mine = keys.index(ticket.key)
+        before = index
+        for rank, key in enumerate(keys):
+            if rank != mine:
+                before += min(len(self._queues[key]), index + (1 if rank < mine else 0))
+        return before + 1
+
+    def leave(self, ticket: Ticket) -> float:
+        """The request is done (finished, failed, refused later, cancelled): give up its slot or
+        its place. Returns the seconds it held a slot (0 if it never got one)."""
+        if ticket.left:
+            return 0.0
+        ticket.left = True
+        self._per_key[ticket.key] -= 1
+        if self._per_key[ticket.key] <= 0:
+            del self._per_key[ticket.key]
+        if not ticket.holds_slot:
+            self._dequeue(ticket)
+            if not ticket.granted.done():
+                ticket.granted.cancel()
+            return 0.0
+        now = time.perf_counter()
+        assert ticket.acquired is not None
+        held = now - ticket.acquired
+        self._hold_s = 0.8 * self._hold_s + 0.2 * held
+        self._completions.append(now)
+        if not self._hand_over():
+            self.busy -= 1
+        return held
+
+    def drain(self) -> None:
+        """Stop admitting: queued requests get 503 now, new ones at once."""
+        self.draining = True
+        for tickets in self._queues.values():
+            for ticket in tickets:
+                busy = ServerBusy(
+                    "server is shutting down", self.retry_after_s(), reason="draining"
+                )
+                ticket.granted.set_exception(busy)
+        self._queues.clear()
+        self._queued = 0
+
+    def _grant(self, ticket: Ticket) -> None:
+        ticket.acquired = time.perf_counter()
+        ticket.granted.set_result(None)
+
+    def _hand_over(self) -> bool:
+        """Give the freed slot to the next key in turn; False if nobody is waiting."""
+        while self._queues:
+            key, tickets = next(iter(self._queues.items()))
+            ticket = tickets.popleft()
+            self._queued -= 1
+            if tickets:
+                self._queues.move_to_end(key)
+            else:
+                del self._queues[key]
+            self._grant(ticket)
+            return True
+        return False
+
+    def _dequeue(self, ticket: Ticket) -> None:
+        tickets = self._queues.get(ticket.key)
+        if tickets is not None and ticket in tickets:
+            tickets.remove(ticket)
+            self._queued -= 1
+            if not tickets:
+                del self._queues[ticket.key]
