@@ -29,6 +29,7 @@ import httpx
 
 from bench.procs import free_port, stop
 from bench.report import cpu_model
+from bench.streamed import stream_request
 from bench.workloads import WORKLOADS, Workload, distinct
 from gptapi.modelfile import inspect_gguf
 from gptapi.prompts import render_template
@@ -46,6 +47,7 @@ class Record:
     completion_tokens: int
     prompt_tokens: int
     cached_tokens: int  # prompt tokens the engine reported it did not compute
+    gaps_s: list[float] = field(default_factory=list)  # between streamed tokens
 
 
 @dataclass
@@ -65,6 +67,8 @@ class Level:
     rss_mib: float
     rss_anon_mib: float
     rss_file_mib: float
+    itl_p50_s: float | None = None  # inter-token latency, streamed runs only
+    itl_p95_s: float | None = None
 
 
 @dataclass
@@ -78,6 +82,7 @@ class Target:
     # both engines process the same tokens (the prompt-tokens column shows it).
     render: Callable[[str], str] = str
     prompt: Workload = distinct  # the i-th request's prompt
+    stream: bool = False  # stream responses: client-side TTFT and inter-token gaps
 
 
 def proc_memory(pid: int) -> dict[str, float]:
@@ -100,8 +105,25 @@ def percentile(values: list[float], q: float) -> float:
 
 async def one_request(
     client: httpx.AsyncClient, target: Target, i: int, new_tokens: int
+) -> tuple[int, float | None, int, int, int, list[float]]:
+    """Status, time to first token, completion, prompt and cached prompt tokens, and (streamed)
+    the gaps between tokens."""
+    if target.stream:
+        body: dict[str, Any] = (
+            {"prompt": target.prompt(i), "max_tokens": new_tokens, "temperature": 0}
+            if target.kind == "gptapi"
+            else {"prompt": target.render(target.prompt(i)), "n_predict": new_tokens,
+                  "temperature": 0}
+        )  # fmt: skip
+        s = await stream_request(client, target.kind, body)
+        return (s.status, s.ttft_s, s.completion_tokens, s.prompt_tokens, s.cached_tokens,
+                s.gaps_s)  # fmt: skip
+    return (*await _one_plain(client, target, i, new_tokens), [])
+
+
+async def _one_plain(
+    client: httpx.AsyncClient, target: Target, i: int, new_tokens: int
 ) -> tuple[int, float | None, int, int, int]:
-    """Status, time to first token, completion, prompt and cached prompt tokens."""
     start = time.perf_counter()
     if target.kind == "gptapi":
         r = await client.post(
@@ -168,11 +190,11 @@ async def run_level(
     async def user(u: int, client: httpx.AsyncClient) -> None:
         for k in range(per_user):
             start = time.perf_counter()
-            status, ttft, n, n_prompt, n_cached = await one_request(
+            status, ttft, n, n_prompt, n_cached, gaps = await one_request(
                 client, target, first_index + u * per_user + k, new_tokens
             )
             latency = time.perf_counter() - start
-            records.append(Record(users, u, status, latency, ttft, n, n_prompt, n_cached))
+            records.append(Record(users, u, status, latency, ttft, n, n_prompt, n_cached, gaps))
 
     headers = {"Authorization": f"Bearer {API_KEY}"}
     limits = httpx.Limits(max_connections=users + 4)
@@ -187,6 +209,7 @@ async def run_level(
         await sampler
     ok = [r for r in records if r.status == 200]
     ttfts = [r.ttft_s for r in ok if r.ttft_s is not None]
+    gaps = [g for r in ok for g in r.gaps_s]
     tokens = sum(r.completion_tokens for r in ok)
     level = Level(
         users=users,
@@ -204,6 +227,8 @@ async def run_level(
         rss_mib=peak["VmRSS"],
         rss_anon_mib=peak["RssAnon"],
         rss_file_mib=peak["RssFile"],
+        itl_p50_s=percentile(gaps, 0.5) if gaps else None,
+        itl_p95_s=percentile(gaps, 0.95) if gaps else None,
     )
     return level, records
 
@@ -331,9 +356,11 @@ def paired_summary(results: dict[str, list[Level]], reference: str) -> list[str]
         f"Paired with `{reference}` (same round, same prompts):",
         "",
         "| engine | users | rounds | median tok/s | tok/s ratio min / median / max | "
-        "median p95 latency (s) | p95 ratio min / median / max | median p50 TTFT (s) | "
-        "p50 TTFT ratio min / median / max |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "median p95 latency (s) | p95 ratio min / median / max | "
+        "p50 latency ratio min / median / max | median p50 TTFT (s) | "
+        "p50 TTFT ratio min / median / max | median p95 inter-token (s) | "
+        "p95 inter-token ratio min / median / max |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ref_levels = results[reference]
     for name, levels in results.items():
@@ -348,13 +375,21 @@ def paired_summary(results: dict[str, list[Level]], reference: str) -> list[str]
                 if a.ttft_p50_s is not None and b.ttft_p50_s
             ]
             ttfts = [lv.ttft_p50_s for lv in mine if lv.ttft_p50_s is not None]
+            p50 = [a.latency_p50_s / b.latency_p50_s for a, b in zip(mine, ref, strict=True)]
+            itl = [
+                a.itl_p95_s / b.itl_p95_s
+                for a, b in zip(mine, ref, strict=True)
+                if a.itl_p95_s is not None and b.itl_p95_s
+            ]
+            itls = [lv.itl_p95_s for lv in mine if lv.itl_p95_s is not None]
             lines.append(
                 f"| {name} | {users} | {len(mine)} | "
                 f"{percentile([lv.tok_per_s for lv in mine], 0.5):.2f} | "
                 f"{_spread(tok)} | "
                 f"{percentile([lv.latency_p95_s for lv in mine], 0.5):.2f} | "
-                f"{_spread(p95)} | "
-                f"{percentile(ttfts, 0.5):.2f} | {_spread(ttft)} |"
+                f"{_spread(p95)} | {_spread(p50)} | "
+                f"{percentile(ttfts, 0.5):.2f} | {_spread(ttft)} | "
+                f"{percentile(itls, 0.5):.3f} | {_spread(itl)} |"
             )
     return lines
 
@@ -371,19 +406,24 @@ def format_row(name: str, lv: Level) -> str:
         if lv.ttft_p50_s is not None and lv.ttft_p95_s is not None
         else "n/a"
     )
+    itl = (
+        f"{lv.itl_p50_s:.3f} / {lv.itl_p95_s:.3f}"
+        if lv.itl_p50_s is not None and lv.itl_p95_s is not None
+        else "n/a"
+    )
     return (
         f"| {name} | {lv.users} | {lv.requests} | {lv.errors} | {lv.prompt_tokens_mean:.1f} | "
         f"{lv.cached_tokens_mean:.1f} | {lv.tok_per_s:.1f} | "
-        f"{lv.latency_p50_s:.2f} / {lv.latency_p95_s:.2f} | {ttft} | "
+        f"{lv.latency_p50_s:.2f} / {lv.latency_p95_s:.2f} | {ttft} | {itl} | "
         f"{lv.rss_mib:.0f} | {lv.rss_anon_mib:.0f} | {lv.rss_file_mib:.0f} |"
     )
 
 
 HEADER = (
     "| engine | users | requests | errors | prompt tok/req | cached tok/req | output tok/s | "
-    "latency p50 / p95 (s) | TTFT p50 / p95 (s) | peak RSS MiB | peak anon MiB | "
-    "peak file MiB |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "latency p50 / p95 (s) | TTFT p50 / p95 (s) | inter-token p50 / p95 (s) | peak RSS MiB | "
+    "peak anon MiB | peak file MiB |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -397,6 +437,8 @@ def targets(args: argparse.Namespace) -> list[Target]:
         "GPTAPI_RATE_LIMIT": "1000000/minute",
         "GPTAPI_RATE_LIMIT_BURST": "1000000/second",
         "GPTAPI_RATE_LIMIT_UNAUTHENTICATED": "1000000/minute",
+        "GPTAPI_TOKEN_RATE_LIMIT": "1000000000/minute",
+        "GPTAPI_MAX_INFLIGHT_PER_KEY": "100000",
         "GPTAPI_REQUEST_TIMEOUT_S": "3600",
         "GPTAPI_LOG_LEVEL": "warning",
     }
@@ -468,6 +510,7 @@ def targets(args: argparse.Namespace) -> list[Target]:
     workload = WORKLOADS[args.workload]
     for target in out:
         target.prompt = workload
+        target.stream = args.stream
     return out
 
 
@@ -532,6 +575,11 @@ def _parser() -> argparse.ArgumentParser:
         help="more than 1: start all engines at once and alternate them round by round "
         "(paired comparison; the first llama-server engine chosen is the reference)",
     )
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="stream every response: client-side TTFT and inter-token latency",
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     return parser
 
@@ -583,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
         "ctx_per_slot": args.ctx,
         "rounds": args.rounds,
         "workload": args.workload,
+        "stream": args.stream,
     }
     (out_dir / "engines.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     lines = [

@@ -96,6 +96,8 @@ def run_matrix(args: argparse.Namespace, out: Path) -> int:
             "GPTAPI_RATE_LIMIT": "1000000/minute",
             "GPTAPI_RATE_LIMIT_BURST": "1000000/second",
             "GPTAPI_RATE_LIMIT_UNAUTHENTICATED": "1000000/minute",
+            "GPTAPI_TOKEN_RATE_LIMIT": "1000000000/minute",
+            "GPTAPI_MAX_INFLIGHT_PER_KEY": "100000",
             "GPTAPI_REQUEST_TIMEOUT_S": str(args.timeout),
             "GPTAPI_LOG_DIR": str(run_dir / "server-logs"),
             **env_extra,

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
@@ -178,17 +178,10 @@ class InferencePool:
                 yield Waiting(self.admission.position(ticket), 0, len(tokens))
             queue_s = time.perf_counter() - arrived
             record.queue_ms = queue_s * 1000
-            last_sign = loop.time()
-            async with aclosing(self.engine.generate(tokens, params)) as deltas:
-                while True:
-                    async with asyncio.timeout_at(deadline):
-                        delta = await anext(deltas, None)
-                    if delta is None:
-                        break
-                    if delta.is_progress:
-                        if loop.time() - last_sign >= self.keepalive_s:
-                            last_sign = loop.time()
-                            yield Waiting(0, delta.prompt_done, len(tokens))
+            async with aclosing(self._engine_events(tokens, params, deadline)) as events:
+                async for delta in events:
+                    if isinstance(delta, Waiting):
+                        yield delta
                         continue
                     if ttft_s is None:
                         ttft_s = time.perf_counter() - arrived
@@ -233,6 +226,53 @@ class InferencePool:
         record.end_reason = finish
         record.tokens_per_s = result.tokens_per_s
         yield result
+
+    async def _engine_events(
+        self, tokens: list[int], params: SamplingParams, deadline: float
+    ) -> AsyncGenerator[Delta | Waiting, None]:
+        """The engine's deltas; until the first token, a ``Waiting`` with the prompt progress
+        whenever ``keepalive_s`` passes with nothing sent (a prompt step may take longer).
+        Raises TimeoutError at ``deadline`` (event-loop time)."""
+        loop = asyncio.get_running_loop()
+        prompt_done = 0
+        started = False
+        pending: asyncio.Future[Delta] | None = None
+        async with aclosing(self.engine.generate(tokens, params)) as deltas:
+            try:
+                sent = loop.time()
+                while True:
+                    if pending is None:
+                        pending = asyncio.ensure_future(anext(deltas))
+                    wait_s = deadline - loop.time()
+                    if not started:
+                        wait_s = min(wait_s, sent + self.keepalive_s - loop.time())
+                    await asyncio.wait({pending}, timeout=max(0.0, wait_s))
+                    if not pending.done():
+                        if loop.time() >= deadline:
+                            raise TimeoutError
+                        sent = loop.time()
+                        yield Waiting(0, prompt_done, len(tokens))
+                        continue
+                    try:
+                        delta = pending.result()
+                    except StopAsyncIteration:
+                        return
+                    pending = None
+                    if delta.is_progress:
+                        prompt_done = delta.prompt_done
+                        if loop.time() - sent >= self.keepalive_s:
+                            sent = loop.time()
+                            yield Waiting(0, prompt_done, len(tokens))
+                        continue
+                    started = True
+                    yield delta
+            finally:
+                # Cancelled mid-wait (client gone, timeout): stop the engine's generator
+                # first, so closing it frees the sequence.
+                if pending is not None and not pending.done():
+                    pending.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await pending
 
     async def complete(
         self, prompt: str, params: SamplingParams, *, record: RequestRecord

@@ -73,7 +73,8 @@ def test_paired_summary_compares_each_round_with_the_reference_round() -> None:
     lines = engines.paired_summary(results, "llama-server")
     row = next(line for line in lines if line.startswith("| gptapi |"))
     assert row == (
-        "| gptapi | 10 | 3 | 5.00 | 0.91 / 1.00 / 1.10 | 30.00 | 1.00 / 1.00 / 1.09 | nan | n/a |"
+        "| gptapi | 10 | 3 | 5.00 | 0.91 / 1.00 / 1.10 | 30.00 | 1.00 / 1.00 / 1.09 | "
+        "1.00 / 1.00 / 1.09 | nan | n/a | nan | n/a |"
     )
     ref_row = next(line for line in lines if line.startswith("| llama-server |"))
     assert "1.00 / 1.00 / 1.00" in ref_row

@@ -1,0 +1,159 @@
+"""The pool's order of checks and its events, with a fake engine (fast tier: no claim about the
+real engine, only about the code around it)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from pathlib import Path
+
+import pytest
+
+from gptapi.engine import Delta, ModelInfo, PromptStats, SamplingParams
+from gptapi.errors import KeyBusy, ServerBusy, TokenBudgetExhausted
+from gptapi.pool import Completion, InferencePool, Waiting
+from gptapi.requestlog import RequestRecord
+
+PARAMS = SamplingParams(max_tokens=4)
+
+
+class FakeEngine:
+    """Tokenizes by words; each sequence reports prompt progress, then waits for `release`
+    before producing its tokens."""
+
+    slots = 1
+
+    def __init__(self) -> None:
+        self.tokenized = 0
+        self.release = asyncio.Event()
+        self.info = ModelInfo("fake", Path("fake.gguf"), 0, "test", 512, None, "<bos>", "<eos>")
+
+    def prompt_stats(self) -> PromptStats:
+        return PromptStats(0, 0, 0, 0, 0, 0, 0)
+
+    def tokenize(self, text: str) -> list[int]:
+        self.tokenized += 1
+        return list(range(len(text.split())))
+
+    async def generate(
+        self, tokens: list[int], params: SamplingParams
+    ) -> AsyncGenerator[Delta, None]:
+        yield Delta("", 0, None, 0, prompt_done=len(tokens) // 2)
+        await self.release.wait()
+        for i in range(1, params.max_tokens + 1):
+            yield Delta(f" t{i}", i, "length" if i == params.max_tokens else None)
+
+    def close(self) -> None:
+        pass
+
+
+class Budget:
+    def __init__(self, tokens: int) -> None:
+        self.left = tokens
+        self.counted: list[int] = []
+
+    def take_tokens(self, key_id: str, cost: int) -> None:
+        if cost > self.left:
+            raise TokenBudgetExhausted("over", headers={"Retry-After": "7"})
+        self.left -= cost
+
+    def count_tokens(self, key_id: str, cost: int) -> None:
+        self.counted.append(cost)
+
+
+def record(key: str = "k") -> RequestRecord:
+    return RequestRecord(request_id="r", route="/x", method="POST", key_id=key)
+
+
+def make_pool(engine: FakeEngine, **kwargs: object) -> InferencePool:
+    options: dict[str, object] = {"max_queue": 1, "request_timeout_s": 30, **kwargs}
+    return InferencePool(engine, **options)  # type: ignore[arg-type]
+
+
+async def events_of(pool: InferencePool, prompt: str, key: str = "k") -> list[object]:
+    return [e async for e in pool.stream(prompt, PARAMS, record=record(key))]
+
+
+def test_a_full_server_refuses_before_tokenizing() -> None:
+    async def scenario() -> None:
+        engine = FakeEngine()
+        pool = make_pool(engine, max_queue=0)
+        running = pool.stream("one two three", PARAMS, record=record())
+        assert isinstance(await anext(running), Waiting)  # admitted: holds the only slot
+        assert engine.tokenized == 1
+        with pytest.raises(ServerBusy):
+            await events_of(pool, "four five")
+        assert engine.tokenized == 1  # refused without tokenizing
+        await running.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_key_over_its_cap_is_refused_before_tokenizing() -> None:
+    async def scenario() -> None:
+        engine = FakeEngine()
+        pool = make_pool(engine, max_queue=5, max_per_key=1)
+        running = pool.stream("one two", PARAMS, record=record("A"))
+        await anext(running)
+        with pytest.raises(KeyBusy):
+            await events_of(pool, "three", key="A")
+        assert engine.tokenized == 1
+        other = pool.stream("three four", PARAMS, record=record("B"))
+        assert await anext(other) == Waiting(queue_position=1, prompt_done=0, prompt_tokens=2)
+        await other.aclose()
+        await running.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_queued_request_gets_waiting_events_with_its_position_then_tokens() -> None:
+    async def scenario() -> None:
+        engine = FakeEngine()
+        pool = make_pool(engine, keepalive_s=0.01)
+        first = asyncio.create_task(events_of(pool, "a b c d"))
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(events_of(pool, "e f g h i j"))
+        await asyncio.sleep(0.1)  # queued behind `first` for several keepalive periods
+        engine.release.set()
+        seen = await second
+        await first
+        queued = [e for e in seen if isinstance(e, Waiting) and e.queue_position > 0]
+        assert queued[0] == Waiting(1, 0, 6)
+        assert len(queued) >= 3 and all(w.queue_position == 1 for w in queued)
+        assert [e.text for e in seen if isinstance(e, Delta)] == [" t1", " t2", " t3", " t4"]
+        assert isinstance(seen[-1], Completion) and seen[-1].text == " t1 t2 t3 t4"
+
+    asyncio.run(scenario())
+
+
+def test_prompt_progress_is_reported_while_the_prompt_is_computed() -> None:
+    async def scenario() -> None:
+        engine = FakeEngine()
+        pool = make_pool(engine, keepalive_s=0.01)
+        stream = pool.stream("a b c d e f", PARAMS, record=record())
+        assert await anext(stream) == Waiting(0, 0, 6)  # admitted at once
+        await asyncio.sleep(0.02)  # a keepalive period passes before the engine's progress
+        assert await anext(stream) == Waiting(0, 3, 6)
+        engine.release.set()
+        rest = [e async for e in stream]
+        assert isinstance(rest[-1], Completion)
+
+    asyncio.run(scenario())
+
+
+def test_token_budget_refuses_a_prompt_that_does_not_fit_and_counts_completions() -> None:
+    async def scenario() -> None:
+        engine = FakeEngine()
+        engine.release.set()
+        budget = Budget(tokens=5)
+        pool = make_pool(engine, token_limits=budget)
+        events = await events_of(pool, "a b c")
+        assert isinstance(events[-1], Completion)
+        assert budget.left == 2
+        with pytest.raises(TokenBudgetExhausted):
+            await events_of(pool, "d e f")
+        await asyncio.sleep(0.05)  # completion tokens are counted off the event loop
+        assert budget.counted == [4]
+        assert pool.admission.busy == 0 and pool.admission.in_flight("k") == 0
+
+    asyncio.run(scenario())
