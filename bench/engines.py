@@ -552,7 +552,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=sorted(WORKLOADS),
         default="distinct",
         help="distinct: no two prompts share more than a few tokens; shared-instructions: "
-        "one ~350-token instruction prefix, then a distinct short question",
+        "one ~350-token instruction prefix, then a distinct short question; mixed-long: every "
+        "4th request a distinct ~1,300-token document, the others distinct short prompts",
     )
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)

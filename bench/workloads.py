@@ -74,7 +74,17 @@ def shared_instructions(i: int) -> str:
     return f"{INSTRUCTIONS}Visitor {i}: Do you have a book about {subject} {twist}?\nAnswer:"
 
 
+def mixed_long(i: int) -> str:
+    """Every 4th request a long document to summarize (~1,300 tokens, nothing shared with any
+    other request: its number comes first), the others distinct short prompts: long prompts
+    arriving while other users stream."""
+    if i % 4 != 3:
+        return distinct(i)
+    return f"Document {i}.\n{INSTRUCTIONS * 4}Summarize document {i} in one sentence:"
+
+
 WORKLOADS: dict[str, Workload] = {
     "distinct": distinct,
     "shared-instructions": shared_instructions,
+    "mixed-long": mixed_long,
 }

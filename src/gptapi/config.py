@@ -56,7 +56,7 @@ class Settings(BaseSettings):
         "are served in turn from the queue, so one key cannot starve another.",
     )
     step_target_ms: int = Field(
-        1000,
+        250,
         ge=0,
         le=600_000,
         description="Longest decode step while requests are streaming tokens: prompt chunks "

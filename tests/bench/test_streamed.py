@@ -1,0 +1,37 @@
+"""The bench's streamed client against the real server: client-side TTFT and token gaps."""
+
+import asyncio
+
+import httpx
+
+from bench.streamed import Streamed, stream_request
+from bench.workloads import mixed_long
+from tests.conftest import API_KEY, LiveServer
+
+
+def test_a_streamed_request_yields_its_first_token_time_gaps_and_usage(
+    live_server: LiveServer,
+) -> None:
+    async def run() -> Streamed:
+        async with httpx.AsyncClient(
+            base_url=live_server.base_url,
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=120,
+        ) as c:
+            body = {"prompt": "1, 2, 3, 4, 5,", "max_tokens": 12, "temperature": 0}
+            return await stream_request(c, "gptapi", body)
+
+    result = asyncio.run(run())
+    assert result.status == 200
+    assert result.ttft_s is not None and result.ttft_s > 0
+    assert result.completion_tokens == 12
+    # One gap between each two text events: at most one fewer than the tokens.
+    assert 1 <= len(result.gaps_s) <= 11
+    assert result.prompt_tokens > 0
+
+
+def test_mixed_long_sends_a_long_distinct_document_every_4th_request(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    sizes = [len(tokenizer(mixed_long(i))) for i in range(8)]
+    assert [s > 1000 for s in sizes] == [False, False, False, True] * 2
+    a, b = tokenizer(mixed_long(3)), tokenizer(mixed_long(7))
+    assert next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y) < 5
