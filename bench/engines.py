@@ -190,9 +190,17 @@ async def run_level(
     async def user(u: int, client: httpx.AsyncClient) -> None:
         for k in range(per_user):
             start = time.perf_counter()
-            status, ttft, n, n_prompt, n_cached, gaps = await one_request(
-                client, target, first_index + u * per_user + k, new_tokens
-            )
+            try:
+                status, ttft, n, n_prompt, n_cached, gaps = await one_request(
+                    client, target, first_index + u * per_user + k, new_tokens
+                )
+            except httpx.RemoteProtocolError:
+                # The server closed a kept-alive connection as this request went out on it
+                # (llama-server's keep-alive timeout): it never saw the request; send it again.
+                start = time.perf_counter()
+                status, ttft, n, n_prompt, n_cached, gaps = await one_request(
+                    client, target, first_index + u * per_user + k, new_tokens
+                )
             latency = time.perf_counter() - start
             records.append(Record(users, u, status, latency, ttft, n, n_prompt, n_cached, gaps))
 
