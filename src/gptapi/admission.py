@@ -152,6 +152,8 @@ class Admission:
             self._dequeue(ticket)
             if not ticket.granted.done():
                 ticket.granted.cancel()
+            elif not ticket.granted.cancelled():
+                ticket.granted.exception()  # drained: retrieved, so asyncio does not warn
             return 0.0
         now = time.perf_counter()
         assert ticket.acquired is not None
