@@ -103,19 +103,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+def request_body(target: Target, i: int, new_tokens: int) -> dict[str, Any]:
+    """The i-th request's body: gptapi's /generate-text, or llama-server's /completion with the
+    text gptapi would feed its engine."""
+    if target.kind == "gptapi":
+        return {"prompt": target.prompt(i), "max_tokens": new_tokens, "temperature": 0}
+    return {"prompt": target.render(target.prompt(i)), "n_predict": new_tokens, "temperature": 0}
+
+
 async def one_request(
     client: httpx.AsyncClient, target: Target, i: int, new_tokens: int
 ) -> tuple[int, float | None, int, int, int, list[float]]:
     """Status, time to first token, completion, prompt and cached prompt tokens, and (streamed)
     the gaps between tokens."""
     if target.stream:
-        body: dict[str, Any] = (
-            {"prompt": target.prompt(i), "max_tokens": new_tokens, "temperature": 0}
-            if target.kind == "gptapi"
-            else {"prompt": target.render(target.prompt(i)), "n_predict": new_tokens,
-                  "temperature": 0}
-        )  # fmt: skip
-        s = await stream_request(client, target.kind, body)
+        s = await stream_request(client, target.kind, request_body(target, i, new_tokens))
         return (s.status, s.ttft_s, s.completion_tokens, s.prompt_tokens, s.cached_tokens,
                 s.gaps_s)  # fmt: skip
     return (*await _one_plain(client, target, i, new_tokens), [])
@@ -126,10 +128,7 @@ async def _one_plain(
 ) -> tuple[int, float | None, int, int, int]:
     start = time.perf_counter()
     if target.kind == "gptapi":
-        r = await client.post(
-            "/generate-text",
-            json={"prompt": target.prompt(i), "max_tokens": new_tokens, "temperature": 0},
-        )
+        r = await client.post("/generate-text", json=request_body(target, i, new_tokens))
         if r.status_code != 200:
             return r.status_code, None, 0, 0, 0
         body = r.json()
@@ -145,14 +144,7 @@ async def _one_plain(
         )
     # Each engine as shipped: llama-server's prompt cache (cache_prompt) stays on, as gptapi's
     # prefix sharing does; each reuses a prompt's opening tokens in its own way.
-    r = await client.post(
-        "/completion",
-        json={
-            "prompt": target.render(target.prompt(i)),
-            "n_predict": new_tokens,
-            "temperature": 0,
-        },
-    )
+    r = await client.post("/completion", json=request_body(target, i, new_tokens))
     latency = time.perf_counter() - start
     if r.status_code != 200:
         return r.status_code, None, 0, 0, 0
@@ -189,18 +181,18 @@ async def run_level(
 
     async def user(u: int, client: httpx.AsyncClient) -> None:
         for k in range(per_user):
-            start = time.perf_counter()
-            try:
-                status, ttft, n, n_prompt, n_cached, gaps = await one_request(
-                    client, target, first_index + u * per_user + k, new_tokens
-                )
-            except httpx.RemoteProtocolError:
-                # The server closed a kept-alive connection as this request went out on it
-                # (llama-server's keep-alive timeout): it never saw the request; send it again.
+            for attempt in (1, 2):
                 start = time.perf_counter()
-                status, ttft, n, n_prompt, n_cached, gaps = await one_request(
-                    client, target, first_index + u * per_user + k, new_tokens
-                )
+                try:
+                    status, ttft, n, n_prompt, n_cached, gaps = await one_request(
+                        client, target, first_index + u * per_user + k, new_tokens
+                    )
+                    break
+                except httpx.RemoteProtocolError:
+                    # The server closed a kept-alive connection as this request went out on
+                    # it (llama-server's keep-alive timeout): it never saw it; send it again.
+                    if attempt == 2:
+                        raise
             latency = time.perf_counter() - start
             records.append(Record(users, u, status, latency, ttft, n, n_prompt, n_cached, gaps))
 
@@ -375,20 +367,12 @@ def paired_summary(results: dict[str, list[Level]], reference: str) -> list[str]
         for users in dict.fromkeys(lv.users for lv in levels):
             mine = [lv for lv in levels if lv.users == users]
             ref = [lv for lv in ref_levels if lv.users == users]
-            tok = [a.tok_per_s / b.tok_per_s for a, b in zip(mine, ref, strict=True)]
-            p95 = [a.latency_p95_s / b.latency_p95_s for a, b in zip(mine, ref, strict=True)]
-            ttft = [
-                a.ttft_p50_s / b.ttft_p50_s
-                for a, b in zip(mine, ref, strict=True)
-                if a.ttft_p50_s is not None and b.ttft_p50_s
-            ]
+            tok = _ratios(mine, ref, "tok_per_s")
+            p95 = _ratios(mine, ref, "latency_p95_s")
+            p50 = _ratios(mine, ref, "latency_p50_s")
+            ttft = _ratios(mine, ref, "ttft_p50_s")
+            itl = _ratios(mine, ref, "itl_p95_s")
             ttfts = [lv.ttft_p50_s for lv in mine if lv.ttft_p50_s is not None]
-            p50 = [a.latency_p50_s / b.latency_p50_s for a, b in zip(mine, ref, strict=True)]
-            itl = [
-                a.itl_p95_s / b.itl_p95_s
-                for a, b in zip(mine, ref, strict=True)
-                if a.itl_p95_s is not None and b.itl_p95_s
-            ]
             itls = [lv.itl_p95_s for lv in mine if lv.itl_p95_s is not None]
             lines.append(
                 f"| {name} | {users} | {len(mine)} | "
@@ -400,6 +384,17 @@ def paired_summary(results: dict[str, list[Level]], reference: str) -> list[str]
                 f"{percentile(itls, 0.5):.3f} | {_spread(itl)} |"
             )
     return lines
+
+
+def _ratios(mine: list[Level], ref: list[Level], metric: str) -> list[float]:
+    """Round by round, this engine's ``metric`` over the reference's (rounds where either has
+    none, e.g. no TTFT, left out)."""
+    out = []
+    for a, b in zip(mine, ref, strict=True):
+        x, y = getattr(a, metric), getattr(b, metric)
+        if x is not None and y:
+            out.append(x / y)
+    return out
 
 
 def _spread(ratios: list[float]) -> str:
