@@ -83,6 +83,7 @@ class Target:
     render: Callable[[str], str] = str
     prompt: Workload = distinct  # the i-th request's prompt
     stream: bool = False  # stream responses: client-side TTFT and inter-token gaps
+    raw: bool = False  # both engines get the prompt as raw text (gptapi: /v1/completions)
 
 
 def proc_memory(pid: int) -> dict[str, float]:
@@ -107,8 +108,13 @@ def request_body(target: Target, i: int, new_tokens: int) -> dict[str, Any]:
     """The i-th request's body: gptapi's /generate-text, or llama-server's /completion with the
     text gptapi would feed its engine."""
     if target.kind == "gptapi":
-        return {"prompt": target.prompt(i), "max_tokens": new_tokens, "temperature": 0}
-    return {"prompt": target.render(target.prompt(i)), "n_predict": new_tokens, "temperature": 0}
+        body: dict[str, Any] = {"prompt": target.prompt(i), "max_tokens": new_tokens,
+                                "temperature": 0}  # fmt: skip
+        if target.raw:
+            body |= {"model": "gptapi", "stream_options": {"include_usage": True}}
+        return body
+    prompt = target.prompt(i) if target.raw else target.render(target.prompt(i))
+    return {"prompt": prompt, "n_predict": new_tokens, "temperature": 0}
 
 
 async def one_request(
@@ -117,7 +123,9 @@ async def one_request(
     """Status, time to first token, completion, prompt and cached prompt tokens, and (streamed)
     the gaps between tokens."""
     if target.stream:
-        s = await stream_request(client, target.kind, request_body(target, i, new_tokens))
+        s = await stream_request(
+            client, target.kind, request_body(target, i, new_tokens), raw=target.raw
+        )
         return (s.status, s.ttft_s, s.completion_tokens, s.prompt_tokens, s.cached_tokens,
                 s.gaps_s)  # fmt: skip
     return (*await _one_plain(client, target, i, new_tokens), [])
@@ -514,6 +522,7 @@ def targets(args: argparse.Namespace) -> list[Target]:
     for target in out:
         target.prompt = workload
         target.stream = args.stream
+        target.raw = args.raw
     return out
 
 
@@ -584,12 +593,22 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stream every response: client-side TTFT and inter-token latency",
     )
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="with --stream: both engines get the prompt as raw text, no chat template "
+        "(gptapi through /v1/completions); for the heavy twin, whose random weights answer "
+        "a chat-rendered prompt with whitespace only",
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.raw and not args.stream:
+        parser.error("--raw needs --stream")
     args.slots = [int(s) for s in args.slots.split(",")]
     args.server_np = [int(s) for s in args.server_np.split(",")]
     return args
@@ -636,6 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "workload": args.workload,
         "stream": args.stream,
+        "raw": args.raw,
     }
     (out_dir / "engines.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     lines = [

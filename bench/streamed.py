@@ -1,6 +1,11 @@
 """One streamed request to gptapi (/generate-text) or llama-server (/completion), timed by the
 client: time to the first text event and the gaps between text events, the same measure for
-both engines (each sends one event per token; events with no text are not counted)."""
+both engines (each sends one event per token; events with no text are not counted).
+
+``raw``: gptapi's /v1/completions instead (the text as it is, no chat template, no leading
+whitespace skipped), so both engines process the very same raw text: the heavy twin's random
+weights answer a chat-rendered prompt with whitespace only, which /generate-text (rightly)
+holds back, leaving no text event to time."""
 
 from __future__ import annotations
 
@@ -22,10 +27,12 @@ class Streamed:
     cached_tokens: int = 0
 
 
-async def stream_request(client: httpx.AsyncClient, kind: str, body: dict[str, Any]) -> Streamed:
-    """``kind`` "gptapi": ``body`` is a /generate-text body; else a llama-server /completion
-    body. Both get ``"stream": true``."""
-    path = "/generate-text" if kind == "gptapi" else "/completion"
+async def stream_request(
+    client: httpx.AsyncClient, kind: str, body: dict[str, Any], *, raw: bool = False
+) -> Streamed:
+    """``kind`` "gptapi": ``body`` is a /generate-text body (``raw``: a /v1/completions body);
+    else a llama-server /completion body. Both get ``"stream": true``."""
+    path = "/completion" if kind != "gptapi" else "/v1/completions" if raw else "/generate-text"
     start = time.perf_counter()
     last: float | None = None
     out = Streamed(200)
@@ -39,7 +46,7 @@ async def stream_request(client: httpx.AsyncClient, kind: str, body: dict[str, A
             event = json.loads(line.removeprefix("data: "))
             if "error" in event:
                 return Streamed(500)
-            text = event.get("text") if kind == "gptapi" else event.get("content")
+            text = _text(kind, raw, event)
             if text:
                 now = time.perf_counter()
                 if last is None:
@@ -51,12 +58,22 @@ async def stream_request(client: httpx.AsyncClient, kind: str, body: dict[str, A
     return out
 
 
+def _text(kind: str, raw: bool, event: dict[str, Any]) -> str | None:
+    if kind != "gptapi":
+        return event.get("content")
+    if raw:
+        choices = event.get("choices") or [{}]
+        return choices[0].get("text")
+    return event.get("text")
+
+
 def _read_totals(kind: str, event: dict[str, Any], out: Streamed) -> None:
-    if kind == "gptapi" and "usage" in event:
+    if kind == "gptapi" and event.get("usage"):
         usage = event["usage"]
         out.completion_tokens = usage["completion_tokens"]
         out.prompt_tokens = usage["prompt_tokens"]
-        out.cached_tokens = usage.get("cached_tokens", 0)
+        details = usage.get("prompt_tokens_details") or {}
+        out.cached_tokens = usage.get("cached_tokens", details.get("cached_tokens", 0))
     elif kind != "gptapi" and event.get("stop") and "timings" in event:
         t = event["timings"]
         out.cached_tokens = int(t.get("cache_n", 0))

@@ -30,6 +30,25 @@ def test_a_streamed_request_yields_its_first_token_time_gaps_and_usage(
     assert result.prompt_tokens > 0
 
 
+def test_a_raw_streamed_request_times_v1_completion_chunks(live_server: LiveServer) -> None:
+    async def run() -> Streamed:
+        async with httpx.AsyncClient(
+            base_url=live_server.base_url,
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=120,
+        ) as c:
+            body = {"model": "gptapi", "prompt": "1, 2, 3, 4, 5,", "max_tokens": 12,
+                    "temperature": 0, "stream_options": {"include_usage": True}}  # fmt: skip
+            return await stream_request(c, "gptapi", body, raw=True)
+
+    result = asyncio.run(run())
+    assert result.status == 200
+    assert result.ttft_s is not None and result.ttft_s > 0
+    assert result.completion_tokens == 12
+    assert 1 <= len(result.gaps_s) <= 11
+    assert result.prompt_tokens > 0
+
+
 def test_mixed_long_sends_a_long_distinct_document_every_4th_request(tokenizer) -> None:  # type: ignore[no-untyped-def]
     sizes = [len(tokenizer(mixed_long(i))) for i in range(8)]
     assert [s > 1000 for s in sizes] == [False, False, False, True] * 2
