@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # common/ library and the multimodal llava/mtmd library): about 4 min on 2 cores instead of 10-13.
 LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE=$(CURDIR)/scripts/llama_skip_common.cmake
 
-.PHONY: install run test lint system-deps
+.PHONY: install run test test-fast lint system-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,7 @@ system-deps:
 
 test: lint system-deps
 	$(BIN)/pytest
+
+# The fast tier alone (fake engine, in process): seconds, no model loaded.
+test-fast:
+	$(BIN)/pytest -m fast

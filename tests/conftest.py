@@ -32,11 +32,12 @@ def model_path() -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer(model_path: Path):  # type: ignore[no-untyped-def]
-    """An independent tokenizer (vocab only) to check the server's token counts against."""
+    """An independent tokenizer (vocab only) to check the server's token counts against. As the
+    server does with user text: special-token text is not parsed (``special=True`` to parse)."""
     import llama_cpp
 
     llm = llama_cpp.Llama(str(model_path), vocab_only=True, verbose=False)
-    return lambda text: llm.tokenize(text.encode(), add_bos=True, special=True)
+    return lambda text, special=False: llm.tokenize(text.encode(), add_bos=True, special=special)
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,8 @@ import pytest
 from gptapi.admission import Admission
 from gptapi.errors import KeyBusy, ServerBusy
 
+pytestmark = pytest.mark.fast
+
 
 async def hold(
     admission: Admission, started: list[str], name: str, release: asyncio.Event, key: str = "k"

@@ -5,6 +5,8 @@ from pydantic import ValidationError
 
 from gptapi.config import Settings
 
+pytestmark = pytest.mark.fast
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -13,6 +15,9 @@ def test_every_setting_is_described_bounded_where_numeric_and_in_the_readme() ->
     for name, field in Settings.model_fields.items():
         assert field.description, name
         assert f"`GPTAPI_{name.upper()}`" in readme, name
+        if field.annotation in (int, float):
+            bounds = {type(m).__name__ for m in field.metadata}
+            assert bounds & {"Ge", "Gt"} and bounds & {"Le", "Lt"}, f"{name} is not bounded"
 
 
 def test_settings_come_from_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,6 +5,7 @@ except where a request must run (then a tiny fake engine stands in for llama.cpp
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from gptapi.app import create_app
 from gptapi.config import Settings
 from gptapi.engine import Delta, Engine, ModelInfo, PromptStats, SamplingParams
 from tests.conftest import API_KEY
+
+pytestmark = pytest.mark.fast
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -41,6 +44,13 @@ class BrokenTokenizer:
 
     def close(self) -> None:
         pass
+
+
+def wait_ready(client: TestClient, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while client.get("/ready").status_code != 200:
+        assert time.monotonic() < deadline, "the engine did not load"
+        time.sleep(0.01)
 
 
 def never_loads(settings: Settings) -> Engine:
@@ -98,8 +108,7 @@ def test_an_unexpected_error_is_a_500_with_only_the_request_id(
 ) -> None:
     app = create_app(Settings(api_keys=API_KEY), engine_factory=lambda s: BrokenTokenizer())
     with TestClient(app, raise_server_exceptions=False) as c:
-        while c.get("/ready").status_code != 200:
-            pass
+        wait_ready(c)
         with caplog.at_level(logging.ERROR, logger="gptapi.errors"):
             response = c.post("/generate-text", json={"prompt": "hi"}, headers=AUTH)
     assert response.status_code == 500

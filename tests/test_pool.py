@@ -14,6 +14,8 @@ from gptapi.errors import KeyBusy, ServerBusy, TokenBudgetExhausted
 from gptapi.pool import Completion, InferencePool, Waiting
 from gptapi.requestlog import RequestRecord
 
+pytestmark = pytest.mark.fast
+
 PARAMS = SamplingParams(max_tokens=4)
 
 

@@ -19,13 +19,14 @@ from gptapi.auth import KeyStore
 from gptapi.config import Settings
 from gptapi.engine import Engine
 from gptapi.errors import install_error_handlers
-from gptapi.guards import Guards
-from gptapi.limits import RateLimits
+from gptapi.guards import Guards, SecurityHeaders
+from gptapi.limits import EdgeRateLimit, RateLimits, keyed_paths
 from gptapi.memory import snapshot, snapshot_cost_s
 from gptapi.metrics import Metrics
 from gptapi.middleware import RequestContextMiddleware
 from gptapi.pool import InferencePool
 from gptapi.requestlog import JsonLinesLog
+from gptapi.transport import set_header_timeout
 
 log = logging.getLogger("gptapi")
 
@@ -171,10 +172,20 @@ def create_app(
     app.state.route_paths = frozenset(
         getattr(route, "path", "") for router in routers for route in router.routes
     )
-    keyed = {getattr(r, "path", "") for r in (*tasks.router.routes, *openai.router.routes)}
-    if not settings.metrics_public:
-        keyed.add("/metrics")
-    app.add_middleware(Guards, settings=settings, keyed_paths=frozenset(keyed))
+    # Routes declare a key by depending on it (limits.RateLimitedKey); /metrics decides by setting.
+    app.state.keyed_paths = keyed_paths(route for r in routers for route in r.routes) | (
+        frozenset() if settings.metrics_public else frozenset({"/metrics"})
+    )
+
+    def keyed() -> frozenset[str]:
+        paths: frozenset[str] = app.state.keyed_paths
+        return paths
+
+    # Inner to outer: body checks; before them every rate limit (keys checked there, before the
+    # body is read); security headers on everything, CORS, and the request context outermost.
+    app.add_middleware(Guards, settings=settings, keyed=keyed)
+    app.add_middleware(EdgeRateLimit, keyed=keyed)
+    app.add_middleware(SecurityHeaders)
     if settings.cors_origins.strip():
         app.add_middleware(
             CORSMiddleware,
@@ -194,7 +205,9 @@ def create_app_from_env() -> FastAPI:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return create_app(Settings())
+    settings = Settings()
+    set_header_timeout(settings.header_timeout_s)
+    return create_app(settings)
 
 
 def begin_shutdown(app: FastAPI) -> None:

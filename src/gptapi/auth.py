@@ -8,13 +8,11 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
 from gptapi.config import Settings
 from gptapi.errors import AuthenticationError
-from gptapi.guards import client_ip
 
 _HEX_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
@@ -84,7 +82,7 @@ def _read_digest_file(path: Path) -> list[bytes]:
     return digests
 
 
-def presented_key(request: Request) -> str:
+def presented_key(request: HTTPConnection) -> str:
     """The key from ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
     header = request.headers.get("authorization")
     if header is not None:
@@ -104,22 +102,3 @@ def presented_key(request: Request) -> str:
     raise AuthenticationError(
         "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
     )
-
-
-def require_api_key(request: Request) -> str:
-    store: KeyStore = request.app.state.keys
-    try:
-        key_id = store.verify(presented_key(request))
-        if key_id is None:
-            raise AuthenticationError("invalid API key")
-    except AuthenticationError:
-        # Wrong keys count against the client address: guessing keys gets 429 soon.
-        request.app.state.rate_limits.hit_ip(client_ip(request.scope))
-        raise
-    record = getattr(request.state, "record", None)
-    if record is not None:
-        record.key_id = key_id
-    return key_id
-
-
-ApiKeyId = Annotated[str, Depends(require_api_key)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from pydantic import ValidationError
 
 from gptapi.config import Settings
 from gptapi.errors import ModelFileError
+from gptapi.transport import uvicorn_options
 
 log = logging.getLogger("gptapi")
 
@@ -120,18 +120,7 @@ def serve(args: argparse.Namespace) -> int:
         return _fail(getattr(exc, "message", None) or str(exc))
     if args.workers > 1:
         return _serve_workers(args, settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        **_proxy_options(settings),
-        # uvicorn's access log prints query strings, where a careless client may put its key;
-        # requests.jsonl has every request, by path and key id only.
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
-    )
+    config = uvicorn.Config(app, **uvicorn_options(settings))
     server = _DrainingServer(config, on_signal=lambda: begin_shutdown(app))
     server.run()
     return exit_code
@@ -164,27 +153,10 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
     uvicorn.run(
         "gptapi.app:create_app_from_env",
         factory=True,
-        host=settings.host,
-        port=settings.port,
         workers=args.workers,
-        log_level=settings.log_level,
-        **_proxy_options(settings),
-        # uvicorn's access log prints query strings, where a careless client may put its key;
-        # requests.jsonl has every request, by path and key id only.
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
+        **uvicorn_options(settings),
     )
     return 0
-
-
-def _proxy_options(settings: Settings) -> dict[str, Any]:
-    # Trust X-Forwarded-For only from the configured proxies: anyone else could spoof their
-    # address and dodge the per-IP limit.
-    trusted = settings.forwarded_allow_ips.strip()
-    if not trusted:
-        return {"proxy_headers": False}
-    return {"proxy_headers": True, "forwarded_allow_ips": trusted}
 
 
 def main(argv: list[str] | None = None) -> int:

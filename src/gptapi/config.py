@@ -161,12 +161,13 @@ class Settings(BaseSettings):
     )
     rate_limit_burst: str = Field(
         "60/second",
-        description="Per-key burst limit on the generation routes, counted besides rate_limit.",
+        description="Per-key burst limit on every keyed route, counted besides rate_limit.",
     )
     rate_limit_unauthenticated: str = Field(
         "600/minute",
-        description="Per-client-IP limit on routes without a key (health, docs, unknown paths) "
-        "and on requests with a missing or wrong key (slows key guessing).",
+        description="Per-client-IP limit on routes without a key (health, docs, unknown paths); "
+        "a second budget of this size counts requests to keyed routes without a valid key "
+        "(401s): once spent, those get 429.",
     )
     rate_limit_storage: str = Field(
         "memory://",
@@ -222,6 +223,23 @@ class Settings(BaseSettings):
         gt=0,
         le=3600,
         description="Time a client has to send its whole request body; slower ones get 408.",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="Time a client has to send a request's headers (on a new connection, or "
+        "once the next request on a kept-alive one starts); slower ones are disconnected.",
+    )
+    keepalive_timeout_s: float = Field(
+        5.0, gt=0, le=600, description="An idle kept-alive connection is closed after this."
+    )
+    limit_concurrency: int = Field(
+        1024,
+        ge=1,
+        le=100_000,
+        description="Open connections + requests in progress per process; beyond, uvicorn "
+        "answers 503 (plain text, before the app) — a last wall well above GPTAPI_MAX_QUEUE.",
     )
     docs_enabled: bool = Field(
         True, description="Serve /docs, /redoc and /openapi.json (turn off to hide the schema)."

@@ -1,6 +1,9 @@
-"""Domain exceptions, the one table mapping them to HTTP, and the one JSON error shape.
+"""Domain exceptions, the one table mapping them to HTTP, and the one renderer of the one JSON
+error shape, ``{"error": {"type", "message", "code", "request_id"}}``.
 
-Every error response is ``{"error": {"type", "message", "code", "request_id"}}``.
+Every refusal is one of these exceptions, raised wherever it is found (ASGI guards, routes,
+the pool); ``render_error`` writes them all, and the stream error event uses the same table.
+On ``/v1`` the statuses are OpenAI's: every invalid request is a 400.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 log = logging.getLogger("gptapi.errors")
 
@@ -54,6 +58,55 @@ class UnsupportedParameter(GptapiError):
 
 class InputTooLarge(GptapiError):
     code = "input_too_large"
+
+
+class NotJson(GptapiError):
+    """The body is not JSON at all (or not UTF-8, or absurdly nested): malformed, not invalid."""
+
+    code = "bad_request"
+
+
+class UnsupportedMediaType(GptapiError):
+    code = "unsupported_media_type"
+
+
+class BodyTooLarge(GptapiError):
+    code = "request_too_large"
+
+    def __init__(self, message: str) -> None:
+        # The rest of the upload is not read: the connection cannot be reused.
+        super().__init__(message, headers={"Connection": "close"})
+
+
+class BodyTimeout(GptapiError):
+    code = "body_timeout"
+
+
+class NotFound(GptapiError):
+    code = "not_found"
+
+
+class MethodNotAllowed(GptapiError):
+    code = "method_not_allowed"
+
+
+class HttpRefusal(GptapiError):
+    """Any other status Starlette or FastAPI refuses with: passed on as it is."""
+
+    code = "http_error"
+
+    def __init__(self, status: int, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(f"HTTP {status}", headers=headers)
+        self.status = status
+
+
+class InternalError(GptapiError):
+    """A bug. The client learns only the request id; the traceback stays in the server log."""
+
+    code = "internal_error"
+
+    def __init__(self) -> None:
+        super().__init__("internal server error")
 
 
 class ServerBusy(GptapiError):
@@ -115,6 +168,13 @@ ERROR_TABLE: dict[type[GptapiError], tuple[int, str]] = {
     InputTooLarge: (413, "invalid_request_error"),
     InvalidRequest: (422, "invalid_request_error"),
     UnsupportedParameter: (400, "invalid_request_error"),
+    NotJson: (400, "invalid_request_error"),
+    UnsupportedMediaType: (415, "invalid_request_error"),
+    BodyTooLarge: (413, "invalid_request_error"),
+    BodyTimeout: (408, "invalid_request_error"),
+    NotFound: (404, "invalid_request_error"),
+    MethodNotAllowed: (405, "invalid_request_error"),
+    InternalError: (500, "server_error"),
     ModelNotReady: (503, "service_unavailable"),
     ServerBusy: (503, "service_unavailable"),
     RateLimited: (429, "rate_limit_error"),
@@ -125,21 +185,21 @@ ERROR_TABLE: dict[type[GptapiError], tuple[int, str]] = {
     ModelFileError: (500, "server_error"),
 }
 
-_HTTP_TYPES = {
-    400: ("invalid_request_error", "bad_request"),
-    401: ("authentication_error", "invalid_api_key"),
-    404: ("invalid_request_error", "not_found"),
-    405: ("invalid_request_error", "method_not_allowed"),
-    413: ("invalid_request_error", "request_too_large"),
-    415: ("invalid_request_error", "unsupported_media_type"),
-    422: ("invalid_request_error", "validation_error"),
-    429: ("rate_limit_error", "rate_limited"),
-    503: ("service_unavailable", "service_unavailable"),
-}
+_V1_PREFIX = "/v1/"
 
 
-def request_id_of(request: Request) -> str | None:
-    return getattr(request.state, "request_id", None)
+def status_for(exc: GptapiError, path: str = "") -> tuple[int, str]:
+    """HTTP status and error type: the table's entry for the nearest class, with OpenAI's 400
+    for every invalid request on /v1 (its clients raise BadRequestError for it)."""
+    status, type_ = next(
+        (ERROR_TABLE[cls] for cls in type(exc).__mro__ if cls in ERROR_TABLE),
+        (500, "server_error"),
+    )
+    if isinstance(exc, HttpRefusal):
+        status, type_ = exc.status, "invalid_request_error" if exc.status < 500 else "server_error"
+    if path.startswith(_V1_PREFIX) and status in (413, 422):
+        status = 400
+    return status, type_
 
 
 def error_body(
@@ -148,32 +208,31 @@ def error_body(
     return {"error": {"type": type_, "message": message, "code": code, "request_id": request_id}}
 
 
-def error_response(
-    request: Request,
-    status: int,
-    type_: str,
-    message: str,
-    code: str,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    record = getattr(request.state, "record", None)
+def error_response(exc: GptapiError, state: dict[str, Any], path: str) -> JSONResponse:
+    """The one renderer. Notes the error code as the request's end reason for the log."""
+    record = state.get("record")
     if record is not None and record.end_reason is None:
-        record.end_reason = code
-    body = error_body(type_=type_, message=message, code=code, request_id=request_id_of(request))
-    return JSONResponse(body, status_code=status, headers=headers)
+        record.end_reason = exc.code
+    status, type_ = status_for(exc, path)
+    request_id = state.get("request_id")
+    body = error_body(type_=type_, message=exc.message, code=exc.code, request_id=request_id)
+    return JSONResponse(body, status_code=status, headers=exc.headers or None)
 
 
-def _status_for(exc: GptapiError) -> tuple[int, str]:
-    for cls in type(exc).__mro__:
-        if cls in ERROR_TABLE:
-            return ERROR_TABLE[cls]
-    return 500, "server_error"
+async def render_error(scope: Scope, receive: Receive, send: Send, exc: GptapiError) -> None:
+    """The renderer for ASGI middleware, which answers before routing."""
+    response = error_response(exc, scope.setdefault("state", {}), scope["path"])
+    await response(scope, receive, send)
+
+
+def _state(request: Request) -> dict[str, Any]:
+    state: dict[str, Any] = request.scope.setdefault("state", {})
+    return state
 
 
 async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GptapiError)
-    status, type_ = _status_for(exc)
-    return error_response(request, status, type_, exc.message, exc.code, exc.headers)
+    return error_response(exc, _state(request), request.url.path)
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -190,29 +249,32 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     if any(err.get("type") == "json_invalid" for err in exc.errors()):
         # Not JSON at all is a malformed request (400), like bad UTF-8 or absurd nesting;
         # 422 is for JSON that breaks the schema.
-        return error_response(
-            request, 400, "invalid_request_error",
-            f"request body is not valid JSON: {_describe_validation(exc)}", "bad_request",
-        )  # fmt: skip
-    # OpenAI's API answers every invalid request with 400; its clients expect that on /v1.
-    status = 400 if request.url.path.startswith("/v1/") else 422
-    return error_response(
-        request, status, "invalid_request_error", _describe_validation(exc), "validation_error"
-    )
+        domain: GptapiError = NotJson(
+            f"request body is not valid JSON: {_describe_validation(exc)}"
+        )
+    else:
+        domain = InvalidRequest(_describe_validation(exc))
+    return error_response(domain, _state(request), request.url.path)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette's and FastAPI's own refusals: routing, and bodies it cannot read.
     assert isinstance(exc, StarletteHTTPException)
-    type_, code = _HTTP_TYPES.get(exc.status_code, ("invalid_request_error", "http_error"))
-    return error_response(
-        request, exc.status_code, type_, str(exc.detail), code, dict(exc.headers or {})
-    )
+    domain: GptapiError
+    if exc.status_code == 405:
+        domain = MethodNotAllowed("method not allowed", headers=dict(exc.headers or {}))
+    elif exc.status_code == 404:
+        domain = NotFound("not found")
+    elif exc.status_code == 400:
+        domain = NotJson("the request body could not be read")
+    else:
+        domain = HttpRefusal(exc.status_code, headers=dict(exc.headers or {}))
+    return error_response(domain, _state(request), request.url.path)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    # The client learns only the request id; the traceback stays in the server log.
-    log.error("unhandled error in request %s", request_id_of(request), exc_info=exc)
-    return error_response(request, 500, "server_error", "internal server error", "internal_error")
+    log.error("unhandled error in request %s", _state(request).get("request_id"), exc_info=exc)
+    return error_response(InternalError(), _state(request), request.url.path)
 
 
 def install_error_handlers(app: FastAPI) -> None:

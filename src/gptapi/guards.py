@@ -1,5 +1,5 @@
-"""ASGI guards that run before routing: the request body's size and read deadline, the per-IP
-limit on routes without a key, and security headers on every response.
+"""ASGI guards that run before routing: the request body's media type, size and read deadline
+(``Guards``), and security headers on every response (``SecurityHeaders``).
 
 The body is read here, bounded in bytes and time, then replayed to the app: a 10 MB upload is
 refused after its first 256 KiB, and a client dribbling bytes cannot hold a request open for
@@ -9,14 +9,19 @@ longer than ``body_timeout_s``.
 from __future__ import annotations
 
 import asyncio
-import json
+from collections.abc import Callable
 from contextlib import suppress
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gptapi.config import Settings
-from gptapi.errors import RateLimited, error_body
-from gptapi.requestlog import RequestRecord
+from gptapi.errors import (
+    BodyTimeout,
+    BodyTooLarge,
+    GptapiError,
+    UnsupportedMediaType,
+    render_error,
+)
 
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -34,58 +39,53 @@ _LINGER_MAX_BYTES = 64 * 2**20
 
 
 class Guards:
-    def __init__(self, app: ASGIApp, settings: Settings, keyed_paths: frozenset[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, settings: Settings, keyed: Callable[[], frozenset[str]]
+    ) -> None:
         self.app = app
         self.max_body = settings.max_body_bytes
         self.body_timeout_s = settings.body_timeout_s
-        # Routes that authenticate: their limits are per key, counted after authentication.
-        self.keyed_paths = keyed_paths
+        self.keyed = keyed  # routes that take a key take JSON bodies only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        send = _with_security_headers(send, scope["path"])
-        state = scope.setdefault("state", {})
-        if scope["path"] not in self.keyed_paths:
-            limits = scope["app"].state.rate_limits
-            try:
-                if limits.remote:
-                    await asyncio.to_thread(limits.hit_ip, client_ip(scope))
-                else:
-                    limits.hit_ip(client_ip(scope))
-            except RateLimited as exc:
-                await _error(send, state, 429, "rate_limit_error", exc.message, exc.code,
-                             exc.headers)  # fmt: skip
-                return
         if scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        if scope["path"] in self.keyed_paths and not _is_json(scope):
-            await _error(send, state, 415, "invalid_request_error",
-                         "send the body as JSON with 'Content-Type: application/json'",
-                         "unsupported_media_type")  # fmt: skip
+        try:
+            body = await self._checked_body(scope, receive)
+        except GptapiError as exc:
+            await render_error(scope, receive, send, exc)
             return
+        if body is None:
+            return  # the client left while sending: nobody to answer
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _checked_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        if scope["path"] in self.keyed() and not _is_json(scope):
+            raise UnsupportedMediaType(
+                "send the body as JSON with 'Content-Type: application/json'"
+            )
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body:
             if _header(scope, b"expect") != b"100-continue":
                 await _discard_rest(receive)  # the client is sending it anyway
-            await self._too_large(send, state, declared)
-            return
+            raise self._too_large(declared)
         try:
             async with asyncio.timeout(self.body_timeout_s):
                 body, complete = await self._read_body(receive)
         except TimeoutError:
-            message = f"request body not received within {self.body_timeout_s:g} s"
-            await _error(send, state, 408, "invalid_request_error", message, "body_timeout")
-            return
+            raise BodyTimeout(
+                f"request body not received within {self.body_timeout_s:g} s"
+            ) from None
         if not complete:
-            return  # the client left while sending: nobody to answer
+            return None
         if body is None:
             await _discard_rest(receive)
-            await self._too_large(send, state, None)
-            return
-        await self.app(scope, _replay(body, receive), send)
+            raise self._too_large(None)
+        return body
 
     async def _read_body(self, receive: Receive) -> tuple[bytes | None, bool]:
         """The whole body, or None once it passes the limit; False when the client left."""
@@ -103,11 +103,9 @@ class Guards:
             if not message.get("more_body", False):
                 return b"".join(chunks), True
 
-    async def _too_large(self, send: Send, state: dict[str, object], declared: int | None) -> None:
+    def _too_large(self, declared: int | None) -> BodyTooLarge:
         size = "" if declared is None else f" ({declared} bytes)"
-        message = f"request body{size} is larger than the {self.max_body}-byte limit"
-        await _error(send, state, 413, "invalid_request_error", message, "request_too_large",
-                     {"Connection": "close"})  # fmt: skip
+        return BodyTooLarge(f"request body{size} is larger than the {self.max_body}-byte limit")
 
 
 async def _discard_rest(receive: Receive) -> None:
@@ -122,13 +120,6 @@ async def _discard_rest(receive: Receive) -> None:
                 if message["type"] == "http.disconnect" or not message.get("more_body", False):
                     return
                 seen += len(message.get("body", b""))
-
-
-def client_ip(scope: Scope) -> str:
-    # uvicorn has already replaced the peer with X-Forwarded-For's client when the proxy is
-    # trusted (GPTAPI_FORWARDED_ALLOW_IPS); otherwise this is the socket's peer.
-    client = scope.get("client")
-    return client[0] if client else "unknown"
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -161,6 +152,18 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
+class SecurityHeaders:
+    """On every response, refusals by the outer guards included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            send = _with_security_headers(send, scope["path"])
+        await self.app(scope, receive, send)
+
+
 def _with_security_headers(send: Send, path: str) -> Send:
     extra = list(_SECURITY_HEADERS)
     if path not in _DOCS_PATHS:
@@ -177,33 +180,3 @@ def _with_security_headers(send: Send, path: str) -> Send:
         await send(message)
 
     return sending
-
-
-async def _error(
-    send: Send,
-    state: dict[str, object],
-    status: int,
-    type_: str,
-    message: str,
-    code: str,
-    headers: dict[str, str] | None = None,
-) -> None:
-    record = state.get("record")
-    if isinstance(record, RequestRecord) and record.end_reason is None:
-        record.end_reason = code
-    request_id = state.get("request_id")
-    body = json.dumps(
-        error_body(
-            type_=type_,
-            message=message,
-            code=code,
-            request_id=request_id if isinstance(request_id, str) else None,
-        )
-    ).encode()
-    raw_headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": body})

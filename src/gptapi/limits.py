@@ -1,25 +1,40 @@
-"""Limits that depend on the running configuration, checked before any work is queued."""
+"""Rate limits, all of them: per client address before authentication, per key after it
+(requests at the edge, ``EdgeRateLimit``; tokens per minute in the pool), counted by slowapi's
+limiter in memory or in Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
-from typing import Annotated, cast
+from collections.abc import Callable, Iterable
+from typing import Annotated, TypeVar, cast
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from limits import RateLimitItem, parse_many
 from limits.strategies import FixedWindowRateLimiter, RateLimiter
 from slowapi import Limiter
 from slowapi.util import get_remote_address
+from starlette.requests import HTTPConnection
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gptapi.auth import require_api_key
+from gptapi.auth import KeyStore, presented_key
 from gptapi.config import Settings
-from gptapi.engine import SamplingParams
-from gptapi.errors import InputTooLarge, InvalidRequest, RateLimited, TokenBudgetExhausted
-from gptapi.schemas import SamplingFields
+from gptapi.errors import (
+    AuthenticationError,
+    GptapiError,
+    RateLimited,
+    TokenBudgetExhausted,
+    render_error,
+)
+from gptapi.memory import snapshot
 
 log = logging.getLogger("gptapi.limits")
+T = TypeVar("T")
 _STORAGE_RETRY_S = 30
 
 
@@ -66,7 +81,22 @@ class RateLimits:
         return self._hit(self.generation, "generate", key_id, "this key")
 
     def hit_ip(self, ip: str) -> None:
+        """A request to a route without a key (probes, docs, unknown paths)."""
         self._hit(self.unauthenticated, "ip", ip, "this client address")
+
+    def hit_without_key(self, ip: str) -> None:
+        """A request to a keyed route without a valid key: RateLimited once the address has
+        spent its budget for those. Its own budget (of the same size): a client polling /ready
+        does not spend it."""
+        self._hit(
+            self.unauthenticated, "refused", ip, "requests without a valid key from this address"
+        )
+
+    async def call(self, check: Callable[[str], T], who: str) -> T:
+        """Run a check from the event loop: in a worker thread when the store is networked."""
+        if self.remote:
+            return await asyncio.to_thread(check, who)
+        return check(who)
 
     def _hit(
         self, items: list[RateLimitItem], namespace: str, who: str, whose: str
@@ -150,58 +180,89 @@ class RateLimits:
         )
 
 
+def client_ip(scope: Scope) -> str:
+    # uvicorn has already replaced the peer with X-Forwarded-For's client when the proxy is
+    # trusted (GPTAPI_FORWARDED_ALLOW_IPS); otherwise this is the socket's peer.
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
 def rate_limited_key(request: Request) -> str:
-    """Authenticate, then count the request against the key's generation limits."""
-    key_id = require_api_key(request)
-    request.state.rate_limit_headers = request.app.state.rate_limits.hit(key_id)
+    """The key id of a request ``EdgeRateLimit`` authenticated and counted (every keyed route
+    is, before its body is even read)."""
+    key_id: str | None = getattr(request.state, "key_id", None)
+    if key_id is None:  # pragma: no cover - a keyed route the edge did not see
+        raise AuthenticationError("missing API key")
     return key_id
 
 
-GenerationKey = Annotated[str, Depends(rate_limited_key)]
+# Every route that takes a key declares it with this type: /v1/models and the generation routes
+# alike. ``keyed_paths`` finds them by it, so the edge knows which paths to authenticate.
+RateLimitedKey = Annotated[str, Depends(rate_limited_key)]
 
 
-def check_text_length(settings: Settings, **fields: str | None) -> None:
-    """One bound on the text a request puts into its prompt: all fields (all chat messages)
-    together, before anything is tokenized."""
-    sizes = {name: len(value) for name, value in fields.items() if value is not None}
-    total = sum(sizes.values())
-    if total > settings.max_prompt_chars:
-        what = next(iter(sizes)) if len(sizes) == 1 else f"{', '.join(sizes)} together"
-        raise InputTooLarge(
-            f"{what} has {total} characters; the limit is {settings.max_prompt_chars}"
-        )
+def keyed_paths(routes: Iterable[BaseRoute]) -> frozenset[str]:
+    """Paths whose routes depend on ``rate_limited_key``."""
 
+    def depends_on_key(dependant: Dependant) -> bool:
+        return any(d.call is rate_limited_key or depends_on_key(d) for d in dependant.dependencies)
 
-def check_stop_strings(settings: Settings, stop: list[str]) -> None:
-    if len(stop) > settings.max_stop_strings:
-        raise InvalidRequest(
-            f"stop: {len(stop)} strings; this server allows {settings.max_stop_strings}"
-        )
-    for s in stop:
-        if len(s) > settings.max_stop_chars:
-            raise InvalidRequest(
-                f"stop: a string of {len(s)} characters; the limit is {settings.max_stop_chars}"
-            )
-
-
-def sampling_params(
-    settings: Settings,
-    body: SamplingFields,
-    stop: tuple[str, ...] = (),
-    *,
-    skip_leading_whitespace: bool = False,
-) -> SamplingParams:
-    if body.max_tokens is not None and body.max_tokens > settings.max_tokens_limit:
-        raise InvalidRequest(
-            f"max_tokens: {body.max_tokens} is above this server's limit of "
-            f"{settings.max_tokens_limit}"
-        )
-    return SamplingParams(
-        max_tokens=body.max_tokens or min(settings.default_max_tokens, settings.max_tokens_limit),
-        temperature=body.temperature,
-        top_p=body.top_p,
-        top_k=body.top_k,
-        stop=stop,
-        seed=body.seed,
-        skip_leading_whitespace=skip_leading_whitespace,
+    return frozenset(
+        route.path
+        for route in routes
+        if isinstance(route, APIRoute) and depends_on_key(route.dependant)
     )
+
+
+class EdgeRateLimit:
+    """Every rate limit, before anything else is done for a request (the body is not read yet).
+
+    - A route without a key: counted per client address (GPTAPI_RATE_LIMIT_UNAUTHENTICATED).
+    - A keyed route: the key is checked here, before routing and the body. A missing or wrong
+      one is a 401 counted in a second per-address budget of the same size; once that is spent,
+      that address's requests without a valid key get 429 (key guessing soon costs nothing but
+      429s). A valid key is counted against its own limits (GPTAPI_RATE_LIMIT, _BURST) whatever
+      happens next, so a key's bad requests (400, 405, 408, 413, 415, 422) count like its good
+      ones.
+    """
+
+    def __init__(self, app: ASGIApp, keyed: Callable[[], frozenset[str]]) -> None:
+        self.app = app
+        self.keyed = keyed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        app_state = scope["app"].state
+        limits: RateLimits = app_state.rate_limits
+        state = scope.setdefault("state", {})
+        ip = client_ip(scope)
+        try:
+            if scope["path"] not in self.keyed():
+                await limits.call(limits.hit_ip, ip)
+            else:
+                key_id = await self._authenticate(app_state.keys, limits, scope, ip)
+                state["rate_limit_headers"] = await limits.call(limits.hit, key_id)
+                state["key_id"] = key_id
+                record = state.get("record")
+                if record is not None:
+                    record.key_id = key_id
+                # The request's memory snapshot starts here: refusals cost none. Cheap fields
+                # now, PSS/USS as of the sampler's last reading (a fresh one walks every page).
+                state["memory_start"] = await asyncio.to_thread(snapshot, fresh=False)
+        except GptapiError as exc:
+            await render_error(scope, receive, send, exc)
+            return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _authenticate(keys: KeyStore, limits: RateLimits, scope: Scope, ip: str) -> str:
+        try:
+            key_id = keys.verify(presented_key(HTTPConnection(scope)))
+            if key_id is None:
+                raise AuthenticationError("invalid API key")
+        except AuthenticationError:
+            await limits.call(limits.hit_without_key, ip)  # 429 once the budget is spent
+            raise
+        return key_id

@@ -1,6 +1,6 @@
 """Per-request context: an id (also a response header), a record filled in along the way, the
-memory snapshot at start and end, and — once the response is sent — one JSON line in the request
-log plus the request metrics.
+memory snapshots of an authenticated request (at authentication and at the end), and — once the
+response is sent — one JSON line in the request log plus the request metrics.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gptapi.errors import error_body
+from gptapi.errors import InternalError, error_response
 from gptapi.memory import MemorySnapshot, delta, snapshot
 from gptapi.requestlog import RequestRecord
 
@@ -44,9 +43,6 @@ class RequestContextMiddleware:
         started_at = time.time()
         started = time.perf_counter()
         quiet = scope["path"] in _QUIET_PATHS
-        # Per request: the cheap fields now, PSS/USS as of the memory sampler's last reading
-        # (a fresh one walks every page table). Off the event loop all the same.
-        mem_start = None if quiet else await asyncio.to_thread(snapshot, fresh=False)
         status = 500
         started_response = False
 
@@ -72,13 +68,7 @@ class RequestContextMiddleware:
             errors_log.exception("unhandled error in request %s", request_id)
             if started_response:
                 raise  # mid-stream: nothing left to do but drop the connection
-            if record.end_reason is None:
-                record.end_reason = "internal_error"
-            response = JSONResponse(
-                error_body(type_="server_error", message="internal server error",
-                           code="internal_error", request_id=request_id),
-                status_code=500,
-            )  # fmt: skip
+            response = error_response(InternalError(), state, scope["path"])
             await response(scope, receive, send_with_id)
         finally:
             total_s = time.perf_counter() - started
@@ -89,7 +79,13 @@ class RequestContextMiddleware:
                 metrics.request_seconds.labels(route).observe(total_s)
             log = getattr(app_state, "request_log", None)
             if log is not None and not (quiet and status < 400):
-                mem_end = await asyncio.to_thread(snapshot, fresh=False)
+                # Set when the key was counted (limits.rate_limited_key): the cheap fields, PSS
+                # and USS as of the memory sampler's last reading (a fresh one walks every page
+                # table). Requests refused before that cost no snapshot.
+                mem_start: MemorySnapshot | None = state.get("memory_start")
+                mem_end = (
+                    None if mem_start is None else await asyncio.to_thread(snapshot, fresh=False)
+                )
                 log.write(_entry(record, status, started_at, total_s, mem_start, mem_end))
 
     @staticmethod
@@ -105,7 +101,7 @@ def _entry(
     started_at: float,
     total_s: float,
     mem_start: MemorySnapshot | None,
-    mem_end: MemorySnapshot,
+    mem_end: MemorySnapshot | None,
 ) -> dict[str, Any]:
     fields = asdict(record)
     text = fields.pop("text")
@@ -115,8 +111,8 @@ def _entry(
         "status": status,
         "total_ms": round(total_s * 1000, 3),
         "memory_start": None if mem_start is None else mem_start.as_dict(),
-        "memory_end": mem_end.as_dict(),
-        "memory_delta": None if mem_start is None else delta(mem_start, mem_end),
+        "memory_end": None if mem_end is None else mem_end.as_dict(),
+        "memory_delta": None if mem_start is None or mem_end is None else delta(mem_start, mem_end),
     }
     if text:
         entry["text"] = text

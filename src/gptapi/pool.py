@@ -20,7 +20,7 @@ from typing import NoReturn, Protocol
 import psutil
 
 from gptapi.admission import Admission
-from gptapi.engine import Delta, Engine, EngineError, FinishReason, SamplingParams
+from gptapi.engine import Delta, Engine, EngineError, FinishReason, Prompt, SamplingParams
 from gptapi.errors import (
     ContextLengthExceeded,
     GenerationFailed,
@@ -120,7 +120,7 @@ class InferencePool:
                 "low_memory",
             )
 
-    async def tokens_for(self, prompt: str, params: SamplingParams) -> list[int]:
+    async def tokens_for(self, prompt: Prompt, params: SamplingParams) -> list[int]:
         """Tokenize and refuse, before queuing, what no slot could hold."""
         tokens = await asyncio.to_thread(self.engine.tokenize, prompt)
         n_ctx = self.engine.info.n_ctx
@@ -135,7 +135,7 @@ class InferencePool:
         return tokens
 
     async def stream(
-        self, prompt: str, params: SamplingParams, *, record: RequestRecord
+        self, prompt: Prompt, params: SamplingParams, *, record: RequestRecord
     ) -> AsyncGenerator[Delta | Waiting | Completion, None]:
         """The one path into the engine: yields a first ``Waiting`` once the request is
         admitted, more while it has no token, each delta as the engine produces it, then the
@@ -275,7 +275,7 @@ class InferencePool:
                         await pending
 
     async def complete(
-        self, prompt: str, params: SamplingParams, *, record: RequestRecord
+        self, prompt: Prompt, params: SamplingParams, *, record: RequestRecord
     ) -> Completion:
         async with aclosing(self.stream(prompt, params, record=record)) as events:
             async for event in events:

@@ -15,24 +15,26 @@ _STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False)
 # C0 controls other than tab, newline and carriage return: never text, and NUL would cut the
 # string short on its way into C.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _clean(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters such as NUL")
+    if _SURROGATE.search(value):
+        # JSON's "\udfff" escape decodes to half a UTF-16 pair, which no UTF-8 text holds.
+        raise ValueError("must be valid Unicode: a lone surrogate (\\ud800-\\udfff) is not")
+    return value
 
 
 def _text(value: str) -> str:
     if not value.strip():
         raise ValueError("must contain more than whitespace")
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control characters such as NUL")
-    return value
-
-
-def _stop(value: str) -> str:
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control characters such as NUL")
-    return value
+    return _clean(value)
 
 
 Text = Annotated[str, Field(min_length=1), AfterValidator(_text)]
-StopString = Annotated[str, Field(min_length=1), AfterValidator(_stop)]
+StopString = Annotated[str, Field(min_length=1), AfterValidator(_clean)]
 
 
 class SamplingFields(BaseModel):

@@ -7,7 +7,7 @@ than silence; anything else unknown is refused by ``extra="forbid"``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,14 +64,27 @@ class CompletionRequest(V1Sampling):
     best_of: int | None = None
 
 
+class TextPart(BaseModel):
+    """A content part; only text parts exist here, checked exactly like a plain string."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: Text
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: Text | list[dict[str, Any]] = Field(
+    content: Text | Annotated[list[TextPart], Field(min_length=1, max_length=256)] = Field(
         ..., description="Text, or a list of {'type': 'text', 'text': ...} parts."
     )
     name: str | None = Field(None, max_length=64)
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
 
 
 class ChatCompletionRequest(V1Sampling):

@@ -1,4 +1,5 @@
-"""Prometheus exposition. Needs an API key unless GPTAPI_METRICS_PUBLIC is set."""
+"""Prometheus exposition. Needs an API key (checked and counted by ``limits.EdgeRateLimit``)
+unless GPTAPI_METRICS_PUBLIC is set; public, it is limited per client address like /health."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gptapi.api.deps import SettingsDep
-from gptapi.auth import require_api_key
 from gptapi.schemas import ErrorResponse
 
 router = APIRouter(tags=["metrics"])
@@ -25,9 +24,7 @@ router = APIRouter(tags=["metrics"])
         429: {"model": ErrorResponse, "description": "Rate limit exhausted"},
     },
 )  # fmt: skip
-async def metrics(request: Request, settings: SettingsDep) -> Response:
-    if not settings.metrics_public:
-        require_api_key(request)
+async def metrics(request: Request) -> Response:
     # Collecting reads /proc for the memory gauges: do it off the event loop.
     body = await asyncio.to_thread(generate_latest, request.app.state.metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -6,25 +6,21 @@ Same key, limits, logging, metrics and pool path as the task endpoints; only the
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from gptapi import prompts
-from gptapi.api.cancel import cancel_on_disconnect
 from gptapi.api.deps import PoolDep, SettingsDep
-from gptapi.api.sse import error_event, first_event, keepalive, sse_event
-from gptapi.api.tasks import ERROR_RESPONSES, STREAMING
-from gptapi.auth import ApiKeyId
+from gptapi.api.pipeline import Sampling, make_job, run
+from gptapi.api.tasks import STREAMING
 from gptapi.config import Settings
-from gptapi.engine import Delta, SamplingParams
-from gptapi.errors import GptapiError, UnsupportedParameter
-from gptapi.limits import GenerationKey, check_stop_strings, check_text_length, sampling_params
-from gptapi.pool import Completion, InferencePool, Waiting
-from gptapi.requestlog import RequestRecord
-from gptapi.schemas import SamplingFields
+from gptapi.errors import UnsupportedParameter
+from gptapi.limits import RateLimitedKey
+from gptapi.pool import Completion, InferencePool
+from gptapi.schemas import ErrorResponse
 from gptapi.schemas_openai import (
     AssistantMessage,
     ChatChoice,
@@ -43,6 +39,15 @@ from gptapi.schemas_openai import (
 router = APIRouter(prefix="/v1", tags=["openai"])
 V1Response = CompletionResponse | ChatCompletionResponse | StreamingResponse
 _STARTED = int(time.time())
+# OpenAI's statuses: every invalid request is a 400, whatever the reason.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Invalid request: body, parameter or size"},
+    401: {"model": ErrorResponse, "description": "Missing, malformed or unknown API key"},
+    429: {"model": ErrorResponse, "description": "Rate, in-flight or token limit of this key"},
+    500: {"model": ErrorResponse, "description": "Generation failed for this request"},
+    503: {"model": ErrorResponse, "description": "Model loading, or all slots and queue full"},
+    504: {"model": ErrorResponse, "description": "Request exceeded its time limit"},
+}
 
 
 def _refuse_unsupported(body: V1Sampling, extra: dict[str, Any]) -> None:
@@ -60,17 +65,8 @@ def _refuse_unsupported(body: V1Sampling, extra: dict[str, Any]) -> None:
             raise UnsupportedParameter(f"'{name}' is not supported by this server", param=name)
 
 
-def _params(
-    settings: Settings, body: V1Sampling, max_tokens: int | None, stop: tuple[str, ...]
-) -> SamplingParams:
-    fields = SamplingFields(
-        max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed
-    )
-    return sampling_params(settings, fields, stop)
-
-
 @router.get("/models", response_model=ModelList, responses=ERROR_RESPONSES)
-async def list_models(_key: ApiKeyId, pool: PoolDep) -> ModelList:
+async def list_models(_key: RateLimitedKey, pool: PoolDep) -> ModelList:
     return ModelList(data=[ModelCard(id=pool.engine.info.id, created=_STARTED)])
 
 
@@ -83,7 +79,7 @@ async def list_models(_key: ApiKeyId, pool: PoolDep) -> ModelList:
 async def completions(
     body: CompletionRequest,
     request: Request,
-    _key: GenerationKey,
+    _key: RateLimitedKey,
     pool: PoolDep,
     settings: SettingsDep,
 ) -> V1Response:
@@ -97,11 +93,11 @@ async def completions(
             "best_of": body.best_of not in (None, 1),
         },
     )
-    check_text_length(settings, prompt=prompts_[0])
-    check_stop_strings(settings, body.stop_strings())
-    task = prompts.TaskPrompt(prompts_[0], (), skip_leading_whitespace=False)
-    params = _params(settings, body, body.max_tokens, tuple(body.stop_strings()))
-    return await _run(request, pool, settings, body, task, params, chat=False)
+    # The prompt is text, as any other user text: "<start_of_turn>" in it is not a turn.
+    return await _run(
+        request, pool, settings, body, chat=False, texts={"prompt": prompts_[0]},
+        prompt=lambda: prompts.text_prompt(prompts_[0], skip=False), max_tokens=body.max_tokens,
+    )  # fmt: skip
 
 
 @router.post(
@@ -113,7 +109,7 @@ async def completions(
 async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,
-    _key: GenerationKey,
+    _key: RateLimitedKey,
     pool: PoolDep,
     settings: SettingsDep,
 ) -> V1Response:
@@ -128,26 +124,13 @@ async def chat_completions(
             "response_format": body.response_format not in (None, {"type": "text"}),
         },
     )
-    messages = [{"role": m.role, "content": _text_of(m.content)} for m in body.messages]
-    check_text_length(settings, messages="".join(m["content"] for m in messages))
-    check_stop_strings(settings, body.stop_strings())
-    task = prompts.chat_prompt(pool.engine.info, messages)
-    max_tokens = body.max_completion_tokens or body.max_tokens
-    params = _params(settings, body, max_tokens, tuple(body.stop_strings()) + task.stop)
-    return await _run(request, pool, settings, body, task, params, chat=True)
-
-
-def _text_of(content: str | list[dict[str, Any]]) -> str:
-    if isinstance(content, str):
-        return content
-    parts = []
-    for part in content:
-        if part.get("type") != "text" or not isinstance(part.get("text"), str):
-            raise UnsupportedParameter(
-                "only text content parts are supported", param="messages.content"
-            )
-        parts.append(part["text"])
-    return "".join(parts)
+    messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+    return await _run(
+        request, pool, settings, body, chat=True,
+        texts={"messages": "".join(m["content"] for m in messages)},
+        prompt=lambda: prompts.chat_prompt(pool.engine.info, messages),
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+    )  # fmt: skip
 
 
 async def _run(
@@ -155,28 +138,24 @@ async def _run(
     pool: InferencePool,
     settings: Settings,
     body: V1Sampling,
-    task: prompts.TaskPrompt,
-    params: SamplingParams,
     *,
     chat: bool,
+    texts: dict[str, str | None],
+    prompt: Callable[[], prompts.TaskPrompt],
+    max_tokens: int | None,
 ) -> V1Response:
-    record: RequestRecord = request.state.record
-    record.task = "chat" if chat else "completion"
-    shape = _Shape(chat, f"{'chatcmpl' if chat else 'cmpl'}-{record.request_id}",
-                   pool.engine.info.id)  # fmt: skip
-    if body.stream:
-        include_usage = body.stream_options is not None and body.stream_options.include_usage
-        events = pool.stream(task.text, params, record=record)
-        first = await cancel_on_disconnect(request, first_event(events))
-        return StreamingResponse(
-            _sse(first, events, record, shape, include_usage, settings.log_text),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-    result = await cancel_on_disconnect(request, pool.complete(task.text, params, record=record))
-    if settings.log_text:
-        record.text = {"prompt": task.text, "output": result.text}
-    return shape.final(result)
+    # OpenAI's sampling: no top-k at all (0 = the whole vocabulary).
+    sampling = Sampling(max_tokens, body.temperature, body.top_p, 0, body.seed)
+    job = make_job(
+        settings, task="chat" if chat else "completion", texts=texts, prompt=prompt,
+        sampling=sampling, stop=body.stop_strings(), stream=body.stream,
+        include_usage=body.stream_options is not None and body.stream_options.include_usage,
+    )  # fmt: skip
+    record_id = request.state.record.request_id
+    shape = _Shape(chat, f"{'chatcmpl' if chat else 'cmpl'}-{record_id}", pool.engine.info.id)
+    response = await run(request, pool, settings, job, shape)
+    assert isinstance(response, CompletionResponse | ChatCompletionResponse | StreamingResponse)
+    return response
 
 
 class _Shape:
@@ -199,6 +178,20 @@ class _Shape:
             id=self.id, created=self.created, model=self.model, usage=usage,
             choices=[CompletionChoice(text=result.text, finish_reason=finish)],
         )  # fmt: skip
+
+    def opening(self) -> list[dict[str, Any]]:
+        return [self.chunk("", None, first=True)] if self.chat else []
+
+    def text(self, text: str) -> dict[str, Any]:
+        return self.chunk(text, None)
+
+    def closing(self, result: Completion, include_usage: bool) -> list[dict[str, Any]]:
+        finish = "length" if result.finish_reason == "length" else "stop"
+        chunks = [self.chunk(None if self.chat else "", finish)]
+        if include_usage:
+            usage = _usage(result).model_dump()
+            chunks.append({**self.chunk(None, None), "choices": [], "usage": usage})
+        return chunks
 
     def chunk(self, text: str | None, finish: str | None, *, first: bool = False) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
@@ -225,36 +218,3 @@ def _usage(result: Completion) -> V1Usage:
         total_tokens=result.prompt_tokens + result.completion_tokens,
         prompt_tokens_details=PromptTokensDetails(cached_tokens=result.cached_tokens),
     )
-
-
-async def _sse(
-    first: Delta | Waiting | Completion,
-    events: AsyncGenerator[Delta | Waiting | Completion, None],
-    record: RequestRecord,
-    shape: _Shape,
-    include_usage: bool,
-    log_text: bool,
-) -> AsyncIterator[bytes]:
-    # Cancelled by Starlette when the client leaves; closing `events` frees the slot.
-    try:
-        if shape.chat:
-            yield sse_event(shape.chunk("", None, first=True))
-        event = first
-        while not isinstance(event, Completion):
-            if isinstance(event, Waiting):
-                yield keepalive(event)
-            elif event.text:
-                yield sse_event(shape.chunk(event.text, None))
-            event = await anext(events)
-        if log_text:
-            record.text = {"output": event.text}
-        finish = "length" if event.finish_reason == "length" else "stop"
-        yield sse_event(shape.chunk(None if shape.chat else "", finish))
-        if include_usage:
-            usage = {**shape.chunk(None, None), "choices": [], "usage": _usage(event).model_dump()}
-            yield sse_event(usage)
-        yield b"data: [DONE]\n\n"
-    except GptapiError as exc:
-        yield error_event(record, exc)
-    finally:
-        await events.aclose()

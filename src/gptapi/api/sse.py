@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncGenerator
 from typing import Any, TypeVar
 
-from gptapi.errors import GptapiError, error_body
+from gptapi.errors import GptapiError, error_body, status_for
 from gptapi.pool import Waiting
 from gptapi.requestlog import RequestRecord
 
@@ -18,9 +18,8 @@ def sse_event(data: dict[str, Any]) -> bytes:
 
 
 async def first_event(events: AsyncGenerator[T, None]) -> T:
-    """Run up to the first event before answering, so refusals (busy, key cap, too long,
-    token budget) are still proper HTTP errors rather than errors inside a 200 stream. The
-    first event comes as soon as the request is admitted (queued or not)."""
+    """Run up to the first event (it comes as soon as the request is admitted, queued or not),
+    closing the events if that fails."""
     try:
         return await anext(events)
     except BaseException:
@@ -37,9 +36,10 @@ def keepalive(waiting: Waiting) -> bytes:
 
 
 def error_event(record: RequestRecord, exc: GptapiError) -> bytes:
-    """A failure after the 200 went out: the last event of the stream, in the one error shape."""
+    """A failure after the 200 went out: the last event of the stream, in the one error shape,
+    typed as the same error would be in a JSON response (a timeout is a timeout_error)."""
     record.end_reason = exc.code
+    _, type_ = status_for(exc)
     return sse_event(
-        error_body(type_="server_error", message=exc.message, code=exc.code,
-                   request_id=record.request_id)
-    )  # fmt: skip
+        error_body(type_=type_, message=exc.message, code=exc.code, request_id=record.request_id)
+    )

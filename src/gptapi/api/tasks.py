@@ -1,23 +1,20 @@
-"""The three task endpoints. Each builds its prompt, checks limits, and runs the engine."""
+"""The three task endpoints: each turns its body into a job for the one runner
+(``api.pipeline``) and shapes the answer as a ``TaskResponse``."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from gptapi import prompts
-from gptapi.api.cancel import cancel_on_disconnect
 from gptapi.api.deps import PoolDep, SettingsDep
-from gptapi.api.sse import error_event, first_event, keepalive, sse_event
+from gptapi.api.pipeline import Sampling, make_job, run
 from gptapi.config import Settings
-from gptapi.engine import Delta
-from gptapi.errors import GptapiError
-from gptapi.limits import GenerationKey, check_stop_strings, check_text_length, sampling_params
-from gptapi.pool import Completion, InferencePool, Waiting
-from gptapi.requestlog import RequestRecord
+from gptapi.limits import RateLimitedKey
+from gptapi.pool import Completion, InferencePool
 from gptapi.schemas import (
     AnswerRequest,
     ErrorResponse,
@@ -61,25 +58,41 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _response(record: RequestRecord, model: str, result: Completion) -> TaskResponse:
-    return TaskResponse(
-        id=record.request_id,
-        model=model,
-        text=result.text,
-        finish_reason=result.finish_reason,
-        usage=Usage(
-            prompt_tokens=result.prompt_tokens,
-            cached_tokens=result.cached_tokens,
-            completion_tokens=result.completion_tokens,
-            total_tokens=result.prompt_tokens + result.completion_tokens,
-        ),
-        timings=Timings(
-            queue_ms=result.queue_s * 1000,
-            time_to_first_token_ms=None if result.ttft_s is None else result.ttft_s * 1000,
-            total_ms=result.total_s * 1000,
-            tokens_per_s=result.tokens_per_s,
-        ),
-    )
+class TaskShape:
+    """The task endpoints' response: one JSON body, or text events then that body."""
+
+    def __init__(self, request_id: str, model: str) -> None:
+        self.request_id, self.model = request_id, model
+
+    def final(self, result: Completion) -> TaskResponse:
+        return TaskResponse(
+            id=self.request_id,
+            model=self.model,
+            text=result.text,
+            finish_reason=result.finish_reason,
+            usage=Usage(
+                prompt_tokens=result.prompt_tokens,
+                cached_tokens=result.cached_tokens,
+                completion_tokens=result.completion_tokens,
+                total_tokens=result.prompt_tokens + result.completion_tokens,
+            ),
+            timings=Timings(
+                queue_ms=result.queue_s * 1000,
+                time_to_first_token_ms=None if result.ttft_s is None else result.ttft_s * 1000,
+                total_ms=result.total_s * 1000,
+                tokens_per_s=result.tokens_per_s,
+            ),
+        )
+
+    def opening(self) -> list[dict[str, Any]]:
+        return []
+
+    def text(self, text: str) -> dict[str, Any]:
+        return {"id": self.request_id, "text": text}
+
+    def closing(self, result: Completion, include_usage: bool) -> list[dict[str, Any]]:
+        # The text was streamed already: the final event carries everything else.
+        return [{**self.final(result).model_dump(), "text": ""}]
 
 
 async def _run(
@@ -87,58 +100,25 @@ async def _run(
     pool: InferencePool,
     settings: Settings,
     body: SamplingFields,
-    task_name: str,
-    task: prompts.TaskPrompt,
-    user_stop: tuple[str, ...] = (),
+    *,
+    task: str,
+    texts: dict[str, str | None],
+    prompt: Callable[[], prompts.TaskPrompt],
+    stop: list[str] | None = None,
 ) -> TaskResponse | StreamingResponse:
-    params = sampling_params(
-        settings, body, user_stop + task.stop, skip_leading_whitespace=task.skip_leading_whitespace
+    job = make_job(
+        settings,
+        task=task,
+        texts=texts,
+        prompt=prompt,
+        sampling=Sampling(body.max_tokens, body.temperature, body.top_p, body.top_k, body.seed),
+        stop=stop or [],
+        stream=body.stream,
     )
-    record: RequestRecord = request.state.record
-    record.task = task_name
-    model = pool.engine.info.id
-    if body.stream:
-        events = pool.stream(task.text, params, record=record)
-        first = await cancel_on_disconnect(request, first_event(events))
-        return StreamingResponse(
-            _sse(first, events, record, model, settings.log_text),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-    result = await cancel_on_disconnect(request, pool.complete(task.text, params, record=record))
-    if settings.log_text:
-        record.text = {"prompt": task.text, "output": result.text}
-    return _response(record, model, result)
-
-
-async def _sse(
-    first: Delta | Waiting | Completion,
-    events: AsyncGenerator[Delta | Waiting | Completion, None],
-    record: RequestRecord,
-    model: str,
-    log_text: bool,
-) -> AsyncIterator[bytes]:
-    # Starlette cancels this generator when the client goes away; closing `events` then
-    # cancels the sequence, which frees its slot at the next decode step.
-    try:
-        event_ = first
-        while True:
-            if isinstance(event_, Completion):
-                if log_text:
-                    record.text = {"output": event_.text}
-                final = _response(record, model, event_).model_dump()
-                yield sse_event({**final, "text": ""})
-                break
-            if isinstance(event_, Waiting):
-                yield keepalive(event_)
-            elif event_.text:
-                yield sse_event({"id": record.request_id, "text": event_.text})
-            event_ = await anext(events)
-        yield b"data: [DONE]\n\n"
-    except GptapiError as exc:
-        yield error_event(record, exc)
-    finally:
-        await events.aclose()
+    shape = TaskShape(request.state.record.request_id, pool.engine.info.id)
+    response = await run(request, pool, settings, job, shape)
+    assert isinstance(response, TaskResponse | StreamingResponse)
+    return response
 
 
 @router.post(
@@ -150,14 +130,14 @@ async def _sse(
 async def generate_text(
     body: GenerateRequest,
     request: Request,
-    _key: GenerationKey,
+    _key: RateLimitedKey,
     pool: PoolDep,
     settings: SettingsDep,
 ) -> TaskResponse | StreamingResponse:
-    check_text_length(settings, prompt=body.prompt)
-    check_stop_strings(settings, body.stop)
-    task = prompts.generate_prompt(pool.engine.info, body.prompt)
-    return await _run(request, pool, settings, body, "generate", task, tuple(body.stop))
+    return await _run(
+        request, pool, settings, body, task="generate", texts={"prompt": body.prompt},
+        prompt=lambda: prompts.generate_prompt(pool.engine.info, body.prompt), stop=body.stop,
+    )  # fmt: skip
 
 
 @router.post(
@@ -169,13 +149,14 @@ async def generate_text(
 async def summarize_text(
     body: SummarizeRequest,
     request: Request,
-    _key: GenerationKey,
+    _key: RateLimitedKey,
     pool: PoolDep,
     settings: SettingsDep,
 ) -> TaskResponse | StreamingResponse:
-    check_text_length(settings, text=body.text)
-    task = prompts.summarize_prompt(pool.engine.info, body.text, body.max_words)
-    return await _run(request, pool, settings, body, "summarize", task)
+    return await _run(
+        request, pool, settings, body, task="summarize", texts={"text": body.text},
+        prompt=lambda: prompts.summarize_prompt(pool.engine.info, body.text, body.max_words),
+    )  # fmt: skip
 
 
 @router.post(
@@ -187,10 +168,12 @@ async def summarize_text(
 async def answer_question(
     body: AnswerRequest,
     request: Request,
-    _key: GenerationKey,
+    _key: RateLimitedKey,
     pool: PoolDep,
     settings: SettingsDep,
 ) -> TaskResponse | StreamingResponse:
-    check_text_length(settings, question=body.question, context=body.context)
-    task = prompts.answer_prompt(pool.engine.info, body.question, body.context)
-    return await _run(request, pool, settings, body, "answer", task)
+    return await _run(
+        request, pool, settings, body, task="answer",
+        texts={"question": body.question, "context": body.context},
+        prompt=lambda: prompts.answer_prompt(pool.engine.info, body.question, body.context),
+    )  # fmt: skip

@@ -6,8 +6,12 @@ from gptapi.engine.base import (
     EngineError,
     FinishReason,
     ModelInfo,
+    Prompt,
+    PromptPart,
     PromptStats,
     SamplingParams,
+    prompt_parts,
+    prompt_text,
 )
 
 __all__ = [
@@ -16,6 +20,10 @@ __all__ = [
     "EngineError",
     "FinishReason",
     "ModelInfo",
+    "Prompt",
+    "PromptPart",
     "PromptStats",
     "SamplingParams",
+    "prompt_parts",
+    "prompt_text",
 ]

@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass(frozen=True)
+class PromptPart:
+    """A piece of a prompt. User text is data: its ``<start_of_turn>`` is seven characters, never
+    a control token. Only ``markup`` parts (what a chat template itself writes around the
+    messages) have their special-token text turned into special tokens."""
+
+    text: str
+    markup: bool = False
+
+
+# A plain string is one part of user text.
+Prompt = str | Sequence[PromptPart]
+
+
+def prompt_parts(prompt: Prompt) -> Sequence[PromptPart]:
+    return (PromptPart(prompt),) if isinstance(prompt, str) else prompt
+
+
+def prompt_text(prompt: Prompt) -> str:
+    return "".join(part.text for part in prompt_parts(prompt))
 
 
 @dataclass(frozen=True)
@@ -77,8 +99,10 @@ class Engine(Protocol):
         """What prompt processing was saved so far: shared between sequences, or cached."""
         ...
 
-    def tokenize(self, text: str) -> list[int]:
-        """Thread-safe; may block for long texts, so call it off the event loop."""
+    def tokenize(self, prompt: Prompt) -> list[int]:
+        """BOS (if the vocabulary asks for it), then each part's tokens; special-token text is
+        parsed in markup parts only. Thread-safe; may block for long texts, so call it off the
+        event loop."""
         ...
 
     def generate(self, tokens: list[int], params: SamplingParams) -> AsyncGenerator[Delta, None]:

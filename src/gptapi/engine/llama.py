@@ -14,7 +14,14 @@ from collections.abc import AsyncGenerator
 from contextlib import suppress
 
 from gptapi.config import Settings
-from gptapi.engine.base import Delta, EngineError, ModelInfo, PromptStats, SamplingParams
+from gptapi.engine.base import (
+    Delta,
+    EngineError,
+    ModelInfo,
+    Prompt,
+    PromptStats,
+    SamplingParams,
+)
 from gptapi.engine.model import LlamaModel
 from gptapi.engine.scheduler import Scheduler, Sequence
 from gptapi.modelfile import inspect_gguf, resolve_model
@@ -64,8 +71,8 @@ class LlamaEngine:
             cache_evictions=sum(c.evictions for c in caches),
         )
 
-    def tokenize(self, text: str) -> list[int]:
-        return self._model.tokenize(text)
+    def tokenize(self, prompt: Prompt) -> list[int]:
+        return self._model.tokenize(prompt)
 
     async def generate(
         self, tokens: list[int], params: SamplingParams

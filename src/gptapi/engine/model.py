@@ -11,6 +11,7 @@ from pathlib import Path
 
 import llama_cpp
 
+from gptapi.engine.base import Prompt, prompt_parts
 from gptapi.errors import ModelFileError
 from gptapi.modelfile import GgufSummary, ModelSource
 
@@ -72,6 +73,7 @@ class LlamaModel:
             raise ModelFileError(f"{source.path}: llama.cpp could not load this model")
         self.vocab = llama_cpp.llama_model_get_vocab(self.ptr)
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(self.ptr))
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
 
     @property
     def path(self) -> Path:
@@ -89,14 +91,22 @@ class LlamaModel:
     def eos_text(self) -> str:
         return self.token_text(llama_cpp.llama_vocab_eos(self.vocab))
 
-    def tokenize(self, text: str) -> list[int]:
-        """Tokens with BOS (as the vocabulary asks) and special tokens parsed. Reads only the
-        vocabulary, so it is safe beside a running decode."""
+    def tokenize(self, prompt: Prompt) -> list[int]:
+        """BOS (as the vocabulary asks), then each part's tokens, special-token text parsed in
+        markup parts only. Reads only the vocabulary, so it is safe beside a running decode."""
+        tokens = [llama_cpp.llama_vocab_bos(self.vocab)] if self._add_bos else []
+        for part in prompt_parts(prompt):
+            tokens += self._tokenize_part(part.text, parse_special=part.markup)
+        return tokens
+
+    def _tokenize_part(self, text: str, *, parse_special: bool) -> list[int]:
         data = text.encode("utf-8")
         capacity = len(data) + 8
         while True:
             buf = (llama_cpp.llama_token * capacity)()
-            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, capacity, True, True)
+            n = llama_cpp.llama_tokenize(
+                self.vocab, data, len(data), buf, capacity, False, parse_special
+            )
             if n >= 0:
                 return list(buf[:n])
             capacity = -n

@@ -154,7 +154,8 @@ class Scheduler:
             except Exception as exc:  # keep serving: fail what was running, not the process
                 log.exception("scheduler step failed; failing %d sequences", len(self._active))
                 for seq in list(self._active):
-                    self._finish_with_error(seq, f"generation failed: {exc}")
+                    # The client gets no exception text (paths, internals): the log has it.
+                    self._finish_with_error(seq, f"generation failed ({type(exc).__name__})")
         for seq in self._active + self._waiting:
             self._release(seq, keep=False)
             seq.emit(Delta("", seq.n_out, "cancelled", seq.cached))

@@ -1,0 +1,76 @@
+"""A fake engine for the fast tier: it stands in for llama.cpp so the code around the engine
+(edge, pipeline, pool) can be tested in process in seconds. It proves nothing about the engine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from gptapi.engine import (
+    Delta,
+    EngineError,
+    ModelInfo,
+    Prompt,
+    PromptPart,
+    PromptStats,
+    SamplingParams,
+    prompt_parts,
+)
+
+INFO = ModelInfo(
+    id="fake", path=Path("fake.gguf"), size_bytes=1, origin="test", n_ctx=512,
+    chat_template=None, bos_token="<bos>", eos_token="<eos>",
+)  # fmt: skip
+# Gemma 3's turn format.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "<start_of_turn>{{ role }}\n{{ message['content'] | trim }}<end_of_turn>\n"
+    "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+@dataclass
+class FakeEngine:
+    """One token per word. Generates " t1", " t2", ... every ``token_s`` seconds up to
+    max_tokens; ``fail_after`` tokens raises EngineError mid-stream. Records what it was given."""
+
+    slots: int = 2
+    info: ModelInfo = INFO
+    token_s: float = 0.0
+    piece: str = ""  # appended to each token's text (to make big streams)
+    fail_after: int | None = None
+    prompts: list[tuple[PromptPart, ...]] = field(default_factory=list)
+    params: list[SamplingParams] = field(default_factory=list)
+    running: int = 0
+
+    @classmethod
+    def instruct(cls, template: str = GEMMA_TEMPLATE, **kwargs: object) -> FakeEngine:
+        return cls(info=replace(INFO, chat_template=template), **kwargs)  # type: ignore[arg-type]
+
+    def prompt_stats(self) -> PromptStats:
+        return PromptStats(0, 0, 0, 0, 0, 0, 0)
+
+    def tokenize(self, prompt: Prompt) -> list[int]:
+        parts = tuple(prompt_parts(prompt))
+        self.prompts.append(parts)
+        return list(range(1, 1 + sum(len(p.text.split()) for p in parts)))
+
+    async def generate(
+        self, tokens: list[int], params: SamplingParams
+    ) -> AsyncGenerator[Delta, None]:
+        self.params.append(params)
+        self.running += 1
+        try:
+            for i in range(1, params.max_tokens + 1):
+                if self.fail_after is not None and i > self.fail_after:
+                    raise EngineError("llama_decode failed")
+                await asyncio.sleep(self.token_s)
+                yield Delta(f" t{i}{self.piece}", i, "length" if i == params.max_tokens else None)
+        finally:
+            self.running -= 1
+
+    def close(self) -> None:
+        pass
