@@ -24,16 +24,18 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The shared rate-limit and scale-out tests run a real redis-server and nginx (Debian packages).
+# The shared rate-limit and scale-out tests run a real redis-server and nginx, the dashboard
+# test a real Prometheus (Debian packages).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-SYSTEM_PACKAGES := redis-server nginx
+SYSTEM_PACKAGES := redis-server nginx prometheus
 system-deps:
-	@missing=""; for b in redis-server nginx; do \
+	@missing=""; for b in redis-server nginx prometheus; do \
 	  command -v $$b >/dev/null || [ -x /usr/sbin/$$b ] || missing="$$missing $$b"; done; \
 	  if [ -n "$$missing" ]; then \
-	    echo "installing$$missing (Debian) for the rate-limit and scale-out tests"; \
-	    $(SUDO) apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \
-	    { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(SYSTEM_PACKAGES); }; \
+	    echo "installing$$missing (Debian) for the rate-limit, scale-out and dashboard tests"; \
+	    $(SUDO) apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \
+	    { $(SUDO) apt-get update -q && \
+	      $(SUDO) apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES); }; \
 	    for s in $(SYSTEM_PACKAGES); do $(SUDO) service $$s stop >/dev/null 2>&1 || true; done; \
 	  fi  # the tests start their own on free ports: the packages' default services are stopped
 

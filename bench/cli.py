@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import sys
 import time
@@ -169,8 +170,24 @@ def default_out() -> Path:
     return Path("bench/results") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
+# The `bench` extra: plots and the progress bar. Checked before any request is sent, so a
+# missing extra is one line at start, not a traceback after the run.
+EXTRAS = ("matplotlib", "tqdm")
+
+
+def missing_extras() -> list[str]:
+    return [name for name in EXTRAS if importlib.util.find_spec(name) is None]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if missing := missing_extras():
+        print(
+            f"gptapi-bench: error: missing {', '.join(missing)}: install the bench extra, "
+            "pip install 'gptapi[bench]' (or `make install`)",
+            file=sys.stderr,
+        )
+        return 2
     if args.command == "run" and not args.api_key:
         print("gptapi-bench: error: --api-key or GPTAPI_API_KEY is required", file=sys.stderr)
         return 2

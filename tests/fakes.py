@@ -42,9 +42,11 @@ class FakeEngine:
     token_s: float = 0.0
     piece: str = ""  # appended to each token's text (to make big streams)
     fail_after: int | None = None
+    failure: type[EngineError] = EngineError  # what fail_after raises
     prompts: list[tuple[PromptPart, ...]] = field(default_factory=list)
     params: list[SamplingParams] = field(default_factory=list)
     running: int = 0
+    alive: bool = True
 
     @classmethod
     def instruct(cls, template: str = GEMMA_TEMPLATE, **kwargs: object) -> FakeEngine:
@@ -66,11 +68,14 @@ class FakeEngine:
         try:
             for i in range(1, params.max_tokens + 1):
                 if self.fail_after is not None and i > self.fail_after:
-                    raise EngineError("llama_decode failed")
+                    raise self.failure("llama_decode failed")
                 await asyncio.sleep(self.token_s)
                 yield Delta(f" t{i}{self.piece}", i, "length" if i == params.max_tokens else None)
         finally:
             self.running -= 1
+
+    def healthy(self) -> bool:
+        return self.alive
 
     def close(self) -> None:
         pass

@@ -65,6 +65,11 @@ def test_invalid_setting_is_one_line() -> None:
     _assert_one_clear_line(result, "port")
 
 
+def test_inconsistent_settings_stop_start_up_with_one_line() -> None:
+    result = run_cli("serve", env={"GPTAPI_SLOTS": "64", "GPTAPI_N_BATCH": "32"})
+    _assert_one_clear_line(result, "GPTAPI_SLOTS (64)", "GPTAPI_N_BATCH (32)")
+
+
 def test_a_short_api_key_stops_start_up_without_echoing_it() -> None:
     short = "short-key-123"  # 13 characters
     result = run_cli("serve", env={"GPTAPI_API_KEYS": f"long-enough-key-0123456789,{short}"})

@@ -42,6 +42,9 @@ class BrokenTokenizer:
     ) -> AsyncGenerator[Delta, None]:  # pragma: no cover - never reached
         yield Delta("", 0, "stop")
 
+    def healthy(self) -> bool:
+        return True
+
     def close(self) -> None:
         pass
 

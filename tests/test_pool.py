@@ -45,6 +45,9 @@ class FakeEngine:
         for i in range(1, params.max_tokens + 1):
             yield Delta(f" t{i}", i, "length" if i == params.max_tokens else None)
 
+    def healthy(self) -> bool:
+        return True
+
     def close(self) -> None:
         pass
 

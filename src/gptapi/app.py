@@ -21,6 +21,7 @@ from gptapi.engine import Engine
 from gptapi.errors import install_error_handlers
 from gptapi.guards import Guards, SecurityHeaders
 from gptapi.limits import EdgeRateLimit, RateLimits, keyed_paths
+from gptapi.memlimit import MemoryLimit
 from gptapi.memory import snapshot, snapshot_cost_s
 from gptapi.metrics import Metrics
 from gptapi.middleware import RequestContextMiddleware
@@ -75,6 +76,7 @@ def create_app(
     Call ``begin_shutdown(app)`` when a stop signal arrives, before the server drains.
     """
     keys = KeyStore.from_settings(settings)
+    memory_limit = MemoryLimit.detect()
 
     async def load_engine(app: FastAPI) -> None:
         try:
@@ -92,6 +94,7 @@ def create_app(
             request_timeout_s=settings.request_timeout_s,
             max_per_key=settings.max_inflight_per_key,
             min_free_bytes=settings.min_free_mb * 2**20,
+            memory_limit=memory_limit,
             keepalive_s=settings.stream_keepalive_s,
             token_limits=app.state.rate_limits,
             metrics=app.state.metrics,
@@ -115,6 +118,11 @@ def create_app(
                 file=sys.stderr,
                 flush=True,
             )
+        log.info(
+            "memory guard: %s; refusing new requests below %d MiB",
+            memory_limit.describe(),
+            settings.min_free_mb,
+        )
         started_tracing = settings.tracemalloc and not tracemalloc.is_tracing()
         if started_tracing:
             tracemalloc.start()
@@ -163,6 +171,7 @@ def create_app(
     app.state.load_error = None
     app.state.request_log = None
     app.state.metrics = Metrics()
+    app.state.metrics.track_memory_limit(memory_limit)
     app.state.rate_limits = RateLimits(settings)
     install_error_handlers(app)
     routers = (health.router, tasks.router, openai.router, metrics.router)

@@ -100,6 +100,8 @@ def serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
+        if not field:  # an invariant between settings: its message names them
+            return _fail(f"invalid settings: {first['msg'].removeprefix('Value error, ')}")
         return _fail(f"invalid setting {field}: {first['msg']}")
     logging.basicConfig(
         level=settings.log_level.upper(),

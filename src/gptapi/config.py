@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import psutil
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_FILE = "google_gemma-3-4b-it-Q8_0.gguf"
@@ -137,7 +137,12 @@ class Settings(BaseSettings):
     log_max_bytes: int = Field(
         50 * 2**20, ge=2**16, le=2**40, description="Size at which a JSON-lines log rotates."
     )
-    log_backups: int = Field(5, ge=0, le=1000, description="Rotated log files kept per log.")
+    log_backups: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="Rotated log files kept per log; 0: none, the file starts over at the cap.",
+    )
     mem_sample_s: float = Field(
         1.0, ge=0, le=3600, description="Seconds between memory.jsonl samples (0 = off)."
     )
@@ -145,7 +150,9 @@ class Settings(BaseSettings):
         256,
         ge=0,
         le=2**24,
-        description="Refuse new requests (503) while the machine has less MemAvailable (0 = off).",
+        description="Refuse new requests (503) while less memory is left than this: under a "
+        "cgroup limit (systemd MemoryMax, container limit) its limit minus its working set, "
+        "else the machine's MemAvailable (0 = off).",
     )
     tracemalloc: bool = Field(
         True, description="Trace Python heap allocations for the memory log (small overhead)."
@@ -186,6 +193,16 @@ class Settings(BaseSettings):
         description="Per-key limit on tokens (prompt + completion) in a fixed window, e.g. "
         "'20000/minute;500000/day'; counted where rate_limit is (Redis across replicas).",
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        """Invariants between settings, checked at start with one clear line each."""
+        if self.engine == "batched" and self.slots > self.n_batch:
+            raise ValueError(
+                f"GPTAPI_SLOTS ({self.slots}) is larger than GPTAPI_N_BATCH ({self.n_batch}): "
+                "a decode step must hold one token of every slot"
+            )
+        return self
 
     @field_validator(
         "rate_limit", "rate_limit_burst", "rate_limit_unauthenticated", "token_rate_limit"

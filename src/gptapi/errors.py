@@ -155,6 +155,18 @@ class ModelNotReady(GptapiError):
         super().__init__(message, headers={"Retry-After": "5"})
 
 
+class EngineUnavailable(GptapiError):
+    """The engine's scheduler thread is gone: nothing would ever answer. Restart the process."""
+
+    code = "engine_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the inference engine stopped (see the server log); this instance cannot serve",
+            headers={"Retry-After": "30"},
+        )
+
+
 class ModelFileError(GptapiError):
     """The model file cannot be served; raised at start-up, never during a request."""
 
@@ -177,6 +189,7 @@ ERROR_TABLE: dict[type[GptapiError], tuple[int, str]] = {
     InternalError: (500, "server_error"),
     ModelNotReady: (503, "service_unavailable"),
     ServerBusy: (503, "service_unavailable"),
+    EngineUnavailable: (503, "service_unavailable"),
     RateLimited: (429, "rate_limit_error"),
     RequestTimeout: (504, "timeout_error"),
     GenerationFailed: (500, "server_error"),

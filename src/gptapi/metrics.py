@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gptapi.engine import PromptStats
+from gptapi.memlimit import MemoryLimit
 from gptapi.memory import snapshot
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640)
@@ -38,6 +39,27 @@ class _MemoryCollector(Collector):
             "gptapi_system_available_memory_bytes",
             "MemAvailable of the machine",
             value=float(snap.system_available_bytes),
+        )
+
+
+class _HeadroomCollector(Collector):
+    """What the memory guard sees, read at scrape time."""
+
+    def __init__(self, limit: MemoryLimit) -> None:
+        self._limit = limit
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        h = self._limit.read()
+        yield GaugeMetricFamily(
+            "gptapi_memory_headroom_bytes",
+            "Memory the process may still take: the cgroup's memory.max minus its working set "
+            "when limited, else MemAvailable (the GPTAPI_MIN_FREE_MB guard compares this)",
+            value=float(h.available_bytes),
+        )
+        yield GaugeMetricFamily(
+            "gptapi_memory_limit_bytes",
+            "The tightest cgroup memory.max over this process (0: no limit)",
+            value=float(h.limit_bytes or 0),
         )
 
 
@@ -129,6 +151,9 @@ class Metrics:
         self.busy_slots.set_function(lambda: float(busy()))
         self.queue_depth.set_function(lambda: float(queued()))
         self.slots.set(slots)
+
+    def track_memory_limit(self, limit: MemoryLimit) -> None:
+        self.registry.register(_HeadroomCollector(limit))
 
     def track_prompt_stats(self, stats: Callable[[], PromptStats]) -> None:
         self.registry.register(_PromptStatsCollector(stats))

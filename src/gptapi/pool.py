@@ -17,12 +17,19 @@ from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
-import psutil
-
 from gptapi.admission import Admission
-from gptapi.engine import Delta, Engine, EngineError, FinishReason, Prompt, SamplingParams
+from gptapi.engine import (
+    Delta,
+    Engine,
+    EngineError,
+    EngineOverloaded,
+    FinishReason,
+    Prompt,
+    SamplingParams,
+)
 from gptapi.errors import (
     ContextLengthExceeded,
+    EngineUnavailable,
     GenerationFailed,
     GptapiError,
     KeyBusy,
@@ -30,6 +37,7 @@ from gptapi.errors import (
     ServerBusy,
     TokenBudgetExhausted,
 )
+from gptapi.memlimit import MemoryLimit
 from gptapi.metrics import Metrics
 from gptapi.requestlog import RequestRecord
 
@@ -83,6 +91,7 @@ class InferencePool:
         request_timeout_s: float,
         max_per_key: int | None = None,
         min_free_bytes: int = 0,
+        memory_limit: MemoryLimit | None = None,
         keepalive_s: float = 10.0,
         token_limits: TokenLimits | None = None,
         metrics: Metrics | None = None,
@@ -91,6 +100,7 @@ class InferencePool:
         self.admission = Admission(engine.slots, max_queue, max_per_key)
         self.request_timeout_s = request_timeout_s
         self.min_free_bytes = min_free_bytes
+        self.memory_limit = memory_limit or MemoryLimit.detect()
         self.keepalive_s = keepalive_s
         self.token_limits = token_limits
         self.metrics = metrics
@@ -108,7 +118,8 @@ class InferencePool:
     def _guard_memory(self) -> None:
         if not self.min_free_bytes:
             return
-        available = psutil.virtual_memory().available
+        # The cgroup's headroom when the process is limited (unit, container), else the host's.
+        available = self.memory_limit.read().available_bytes
         if available < self.min_free_bytes:
             self._refuse(
                 ServerBusy(
@@ -147,6 +158,8 @@ class InferencePool:
         # and only our own waits may be cut short.
         deadline = loop.time() + self.request_timeout_s
         key = record.key_id or "-"
+        if not self.engine.healthy():
+            self._refuse(EngineUnavailable(), "engine_unavailable")
         self._guard_memory()
         record.busy_slots_at_admission = self.admission.busy
         record.queue_depth_at_admission = self.admission.queued
@@ -204,6 +217,12 @@ class InferencePool:
             raise RequestTimeout(
                 f"request exceeded the {self.request_timeout_s:g} s time limit"
             ) from None
+        except EngineOverloaded as exc:
+            log.warning("request %s ended: %s", record.request_id, exc)
+            busy = ServerBusy(
+                f"{exc}; retry later", self.admission.retry_after_s(), reason="kv_full"
+            )
+            self._refuse(busy, "kv_full")
         except EngineError as exc:
             log.error("request %s ended: engine error: %s", record.request_id, exc)
             raise GenerationFailed(str(exc)) from None

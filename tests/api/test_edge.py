@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from gptapi.app import create_app
 from gptapi.config import Settings
+from gptapi.engine import EngineOverloaded
 from tests.conftest import API_KEY
 from tests.fakes import FakeEngine
 
@@ -195,3 +196,23 @@ def test_the_catch_all_and_routing_errors_use_the_one_shape(client: TestClient) 
         "/generate-text", content=big, headers={**AUTH, "Content-Type": "application/json"}
     )
     assert_error(r, 413, "request_too_large")
+
+
+def test_a_dead_engine_is_not_ready_and_refuses_at_once(
+    client: TestClient, engine: FakeEngine
+) -> None:
+    assert client.get("/ready").status_code == 200
+    engine.alive = False
+    assert_error(client.get("/ready"), 503, "engine_unavailable", "service_unavailable")
+    r = client.post("/generate-text", json={"prompt": "hi"}, headers=AUTH)
+    assert_error(r, 503, "engine_unavailable")
+    assert "retry-after" in r.headers
+
+
+def test_a_full_kv_cache_is_a_retryable_503() -> None:
+    with serve(FakeEngine(fail_after=0, failure=EngineOverloaded)) as c:
+        r = c.post("/generate-text", json={"prompt": "hi"}, headers=AUTH)
+        assert_error(r, 503, "server_busy", "service_unavailable")
+        assert int(r.headers["retry-after"]) >= 1
+        metrics = c.get("/metrics", headers=AUTH).text
+        assert 'gptapi_refusals_total{reason="kv_full"} 1.0' in metrics

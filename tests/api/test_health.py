@@ -43,3 +43,31 @@ def test_health_answers_while_a_long_generation_runs(live_server: LiveServer) ->
             time.sleep(0.1)
     worker.join(120)
     assert result["r"].status_code == 200
+
+
+def test_ready_turns_503_when_the_scheduler_thread_is_gone() -> None:
+    """Real engine, in process: the scheduler thread is stopped under the running app (as a
+    bug that ended it would), and /ready and new requests say so instead of hanging."""
+    from fastapi.testclient import TestClient
+
+    from gptapi.app import create_app
+    from gptapi.config import Settings
+    from tests.conftest import API_KEY
+
+    app = create_app(Settings(api_keys=API_KEY, slots=2, n_ctx=1024, mem_sample_s=0))
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    with TestClient(app) as c:
+        deadline = time.monotonic() + 120
+        while c.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, "the model did not load"
+            time.sleep(0.1)
+        good = {"prompt": "The capital of France is", "max_tokens": 2}
+        assert c.post("/generate-text", json=good, headers=auth).status_code == 200
+        scheduler = app.state.pool.engine._schedulers[0]
+        scheduler._stopping.set()
+        scheduler._thread.join(30)
+        ready = c.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["error"]["code"] == "engine_unavailable"
+        refused = c.post("/generate-text", json=good, headers=auth)
+        assert refused.status_code == 503

@@ -135,6 +135,9 @@ def test_metrics_parse_and_move_with_requests(
     assert after[("gptapi_slots", ())] == 8
     assert after[("gptapi_process_memory_bytes", (("kind", "rss_file"),))] > 0
     assert after[("gptapi_system_available_memory_bytes", ())] > 0
+    # What the memory guard compares (no cgroup limit on this machine: the host's headroom).
+    assert after[("gptapi_memory_headroom_bytes", ())] > 0
+    assert ("gptapi_memory_limit_bytes", ()) in after
 
 
 def test_metrics_count_prompt_tokens_shared_by_concurrent_requests(

@@ -126,3 +126,21 @@ def test_the_same_load_through_the_openai_api(
     assert all(r["completion_tokens"] and r["completion_tokens"] <= 6 for r in raw["requests"])
     if stream:
         assert all(r["ttft_s"] is not None for r in raw["requests"])
+
+
+def test_a_missing_bench_extra_is_one_line_before_any_request(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    from bench import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        cli.importlib.util, "find_spec", lambda name: None if name == "matplotlib" else real(name)
+    )
+    # No server at this address: the check must come before any request is tried.
+    code = cli.main(["run", "--base-url", "http://127.0.0.1:9", "--api-key", "k" * 20])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "missing matplotlib" in err[0] and "gptapi[bench]" in err[0]

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from gptapi.api.deps import PoolDep, SettingsDep
+from gptapi.errors import EngineUnavailable
 from gptapi.schemas import ErrorResponse, Health, Ready
 
 router = APIRouter(tags=["health"])
@@ -25,9 +26,14 @@ async def health() -> Health:
 @router.get(
     "/ready",
     summary="Readiness: the model is loaded and requests can be served",
-    responses={503: {"model": ErrorResponse, "description": "Model still loading"}, **_LIMITED},
+    responses={
+        503: {"model": ErrorResponse, "description": "Model still loading, or engine stopped"},
+        **_LIMITED,
+    },
 )
 async def ready(pool: PoolDep, settings: SettingsDep) -> Ready:
+    if not pool.engine.healthy():
+        raise EngineUnavailable()
     admission = pool.admission
     return Ready(
         status="ready",

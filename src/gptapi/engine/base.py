@@ -86,6 +86,11 @@ class EngineError(Exception):
     """Generation failed for this request only (e.g. llama_decode refused its batch)."""
 
 
+class EngineOverloaded(EngineError):
+    """The KV cache had no room for this request's batch (llama_decode returned 1): a matter of
+    load, not of the request, so the client may retry (503)."""
+
+
 class Engine(Protocol):
     @property
     def info(self) -> ModelInfo: ...
@@ -108,6 +113,11 @@ class Engine(Protocol):
     def generate(self, tokens: list[int], params: SamplingParams) -> AsyncGenerator[Delta, None]:
         """Stream deltas until one carries a finish_reason. Closing the iterator early cancels
         the sequence and frees its slot within one decode step."""
+        ...
+
+    def healthy(self) -> bool:
+        """False once the engine cannot serve any more (a scheduler thread has died): /ready
+        answers 503 and requests are refused instead of waiting for a thread that is gone."""
         ...
 
     def close(self) -> None: ...

@@ -103,6 +103,9 @@ class LlamaEngine:
             seq.cancelled = True
             self._load[index] -= 1
 
+    def healthy(self) -> bool:
+        return all(scheduler.alive for scheduler in self._schedulers)
+
     def close(self) -> None:
         for scheduler in self._schedulers:
             scheduler.close()

@@ -21,7 +21,7 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
-from gptapi.engine.base import Delta, EngineError, FinishReason, SamplingParams
+from gptapi.engine.base import Delta, EngineError, EngineOverloaded, FinishReason, SamplingParams
 from gptapi.engine.model import LlamaModel, set_field
 from gptapi.engine.output import OutputText
 from gptapi.engine.prompt_cache import PromptCache
@@ -222,9 +222,11 @@ class Scheduler:
         except Exception:  # e.g. no memory for the mapping: a cache entry is never worth more
             log.exception("prompt cache: could not save %d tokens", len(tokens))
 
-    def _finish_with_error(self, seq: Sequence, message: str) -> None:
+    def _finish_with_error(
+        self, seq: Sequence, message: str, error: type[EngineError] = EngineError
+    ) -> None:
         self._release(seq, keep=False)  # what its cells hold cannot be trusted
-        seq.emit(EngineError(message))
+        seq.emit(error(message))
 
     def _fill_batch(self) -> list[Sequence]:
         batch, n = self.batch, 0
@@ -430,7 +432,12 @@ class Scheduler:
                 if seq not in victims:
                     self._rewind(seq)
             for seq in victims:
-                self._finish_with_error(seq, f"llama_decode failed ({ret}) for this request")
+                if ret == 1:  # no room in the KV cache for this batch: load, retryable
+                    self._finish_with_error(
+                        seq, "no room in the KV cache for this request now", EngineOverloaded
+                    )
+                else:
+                    self._finish_with_error(seq, f"llama_decode failed ({ret}) for this request")
             return
         # Aborted or fatal: what was processed stays in the cache; nothing in it can be trusted.
         log.error(
@@ -453,6 +460,11 @@ class Scheduler:
         return int(self.batch.token[seq.batch_index])
 
     # --- owner thread --------------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        """False once the scheduler thread has ended (closed, or died of a bug)."""
+        return self._thread.is_alive()
 
     def close(self, timeout: float = 30) -> None:
         self._stopping.set()
