@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
+import threading
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -216,7 +220,36 @@ def create_app_from_env() -> FastAPI:
     )
     settings = Settings()
     set_header_timeout(settings.header_timeout_s)
-    return create_app(settings)
+    app = create_app(settings)
+    _drain_on_stop_signal(app)
+    return app
+
+
+def _drain_on_stop_signal(app: FastAPI) -> None:
+    """A worker's uvicorn Server is uvicorn's own (the CLI's draining server runs one process
+    only), and it has installed its SIGTERM/SIGINT handlers before it calls this factory: wrap
+    them, so a worker refuses queued and new requests at once (503 ``draining``) and lets only
+    the running ones finish, as one process does. Before, the queued ones were served while the
+    grace lasted and dropped when it ended."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    try:
+        loop = asyncio.get_running_loop()  # uvicorn's, while it loads the app
+    except RuntimeError:
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(
+            signum: int, frame: FrameType | None, previous: Callable[..., Any] = previous
+        ) -> None:
+            # Signal handlers run between bytecodes; touch asyncio state from the loop.
+            loop.call_soon_threadsafe(begin_shutdown, app)
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
 
 
 def begin_shutdown(app: FastAPI) -> None:

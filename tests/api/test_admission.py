@@ -137,3 +137,31 @@ def test_sigterm_refuses_queued_requests_and_lets_running_ones_finish(tmp_path: 
     # SIGTERM", which systemd and Kubernetes treat as a normal stop.
     assert server.proc.wait(30) in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in server.log.read_text()
+
+
+def test_sigterm_drains_every_worker_like_one_process(tmp_path: Path) -> None:
+    """--workers 2, one slot each: at SIGTERM each worker finishes what it runs and refuses what
+    it has queued at once (before the fix, queued requests were served during the grace)."""
+    server = start_server(
+        tmp_path,
+        "--workers",
+        "2",
+        env={"GPTAPI_SLOTS": "1", "GPTAPI_MAX_QUEUE": "8", "GPTAPI_SHUTDOWN_GRACE_S": "120"},
+    )
+
+    def story() -> httpx.Response:
+        with server.client(timeout=300) as c:
+            return c.post("/generate-text", json={**LONG, "max_tokens": 300})
+
+    requests = [in_background(story) for _ in range(6)]
+    time.sleep(4)  # each worker is decoding one and has the rest queued
+    server.proc.send_signal(signal.SIGTERM)
+    for thread, _ in requests:
+        thread.join(280)
+    statuses = sorted(r["result"].status_code for _, r in requests)
+    served = statuses.count(200)
+    assert served in (1, 2), statuses  # only what was running when the signal came
+    assert statuses.count(503) == 6 - served, statuses
+    refused = next(r["result"] for _, r in requests if r["result"].status_code == 503)
+    assert "shutting down" in refused.json()["error"]["message"]
+    assert server.proc.wait(60) in (0, -signal.SIGTERM)

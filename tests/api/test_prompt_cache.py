@@ -49,7 +49,11 @@ def test_v1_reports_cached_tokens_in_usage_and_in_the_last_stream_chunk(
     assert first.usage.prompt_tokens_details.cached_tokens == 0
     assert second.usage.prompt_tokens_details is not None
     assert second.usage.prompt_tokens_details.cached_tokens == second.usage.prompt_tokens - 1
-    assert second.choices[0].text == first.choices[0].text
+    # The answers are not compared here: the restored request computes its last prompt token in
+    # a batch of 1 where the first computed it among 197, and llama.cpp's float sums differ by
+    # batch shape, so a near-tie between two tokens can go either way (with this very prompt
+    # and "[v1-usage-check] " first: " The atlases." fresh, " The 19" restored, before and after
+    # 2026-12-02). tests/engine/test_prompt_cache.py checks answers on prompts without such a tie.
 
     chunks = list(
         oai.completions.create(
