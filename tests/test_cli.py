@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import free_port
+
 
 def run_cli(
     *args: str, timeout: float = 60, env: dict[str, str] | None = None
@@ -75,3 +77,20 @@ def test_a_short_api_key_stops_start_up_without_echoing_it() -> None:
     result = run_cli("serve", env={"GPTAPI_API_KEYS": f"long-enough-key-0123456789,{short}"})
     _assert_one_clear_line(result, "API key #2", "at least 16")
     assert short not in result.stderr
+
+
+def test_a_worker_that_cannot_load_its_model_ends_the_server_with_one_clear_line(
+    tmp_path: Path, model_path: Path
+) -> None:
+    # The file passes the start-up check (a sound GGUF) but llama.cpp refuses it in the
+    # workers: an architecture it does not know, spelled in as many bytes as "gemma3".
+    data = model_path.read_bytes()
+    assert data.count(b"gemma3") >= 1
+    odd = tmp_path / "odd.gguf"
+    odd.write_bytes(data.replace(b"gemma3", b"gemma9", 1))
+    port = str(free_port())
+    result = run_cli("serve", "--model", str(odd), "--workers", "2", "--port", port, timeout=180)
+    assert result.returncode == 1, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("gptapi: error:")]
+    assert len(errors) == 1 and "a worker could not start" in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
@@ -12,6 +13,7 @@ import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -220,9 +222,26 @@ def create_app_from_env() -> FastAPI:
     )
     settings = Settings()
     set_header_timeout(settings.header_timeout_s)
-    app = create_app(settings)
+    app = create_app(settings, on_fatal=end_the_server)
     _drain_on_stop_signal(app)
     return app
+
+
+# Set by `gptapi serve --workers N` for its workers (not GPTAPI_ settings: internal).
+FATAL_FILE_ENV = "_GPTAPI_FATAL_FILE"
+SUPERVISOR_ENV = "_GPTAPI_SUPERVISOR_PID"
+
+
+def end_the_server(message: str) -> None:
+    """A worker whose model cannot load ends the whole server, instead of staying up answering
+    503 forever next to the others: its line goes to the file the CLI named, then the CLI's
+    process (uvicorn's supervisor) is asked to stop, and it exits 1 with that line."""
+    path, supervisor = os.environ.get(FATAL_FILE_ENV), os.environ.get(SUPERVISOR_ENV)
+    if path:
+        with suppress(OSError):
+            Path(path).write_text(message)
+    if supervisor and supervisor.isdigit() and int(supervisor) == os.getppid():
+        os.kill(os.getppid(), signal.SIGTERM)
 
 
 def _drain_on_stop_signal(app: FastAPI) -> None:

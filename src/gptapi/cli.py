@@ -152,12 +152,26 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
             flush=True,
         )
-    uvicorn.run(
-        "gptapi.app:create_app_from_env",
-        factory=True,
-        workers=args.workers,
-        **uvicorn_options(settings),
-    )
+    # A worker that cannot load writes its line here and asks this process to stop (see
+    # app.end_the_server): one clear line and exit 1, as with one process.
+    import tempfile
+    from pathlib import Path
+
+    from gptapi.app import FATAL_FILE_ENV, SUPERVISOR_ENV
+
+    with tempfile.TemporaryDirectory(prefix="gptapi-") as tmp:
+        fatal = Path(tmp) / "fatal"
+        os.environ[FATAL_FILE_ENV] = str(fatal)
+        os.environ[SUPERVISOR_ENV] = str(os.getpid())
+        uvicorn.run(
+            "gptapi.app:create_app_from_env",
+            factory=True,
+            workers=args.workers,
+            **uvicorn_options(settings),
+        )
+        if fatal.exists():
+            _fail(f"a worker could not start: {fatal.read_text().strip()}")
+            return 1  # as one process whose model fails to load
     return 0
 
 
