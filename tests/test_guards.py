@@ -6,47 +6,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from gptapi.app import create_app
 from gptapi.config import Settings
-from gptapi.engine import Delta, Engine, ModelInfo, PromptStats, SamplingParams
+from gptapi.engine import Engine, Prompt
 from tests.conftest import API_KEY
+from tests.fakes import FakeEngine
 
 pytestmark = pytest.mark.fast
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
-class BrokenTokenizer:
+class BrokenTokenizer(FakeEngine):
     """An engine whose tokenizer hits a bug: the one way to reach the catch-all 500."""
 
-    slots = 1
-    info = ModelInfo(
-        id="broken", path=Path("broken.gguf"), size_bytes=1, origin="test", n_ctx=512,
-        chat_template=None, bos_token="", eos_token="",
-    )  # fmt: skip
-
-    def prompt_stats(self) -> PromptStats:
-        return PromptStats(0, 0, 0, 0, 0, 0, 0)
-
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, prompt: Prompt) -> list[int]:
         raise RuntimeError("bug at /srv/gptapi/secret_path.py line 3")
-
-    async def generate(
-        self, tokens: list[int], params: SamplingParams
-    ) -> AsyncGenerator[Delta, None]:  # pragma: no cover - never reached
-        yield Delta("", 0, "stop")
-
-    def healthy(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
 
 
 def wait_ready(client: TestClient, seconds: float = 30) -> None:

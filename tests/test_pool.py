@@ -5,37 +5,32 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import pytest
 
-from gptapi.engine import Delta, ModelInfo, PromptStats, SamplingParams
+from gptapi.engine import Delta, SamplingParams
 from gptapi.errors import KeyBusy, ServerBusy, TokenBudgetExhausted
 from gptapi.pool import Completion, InferencePool, Waiting
 from gptapi.requestlog import RequestRecord
+from tests import fakes
 
 pytestmark = pytest.mark.fast
 
 PARAMS = SamplingParams(max_tokens=4)
 
 
-class FakeEngine:
-    """Tokenizes by words; each sequence reports prompt progress, then waits for `release`
-    before producing its tokens."""
+@dataclass
+class FakeEngine(fakes.FakeEngine):
+    """One slot; each sequence reports prompt progress, then waits for `release` before
+    producing its tokens."""
 
-    slots = 1
+    slots: int = 1
+    release: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def __init__(self) -> None:
-        self.tokenized = 0
-        self.release = asyncio.Event()
-        self.info = ModelInfo("fake", Path("fake.gguf"), 0, "test", 512, None, "<bos>", "<eos>")
-
-    def prompt_stats(self) -> PromptStats:
-        return PromptStats(0, 0, 0, 0, 0, 0, 0)
-
-    def tokenize(self, text: str) -> list[int]:
-        self.tokenized += 1
-        return list(range(len(text.split())))
+    @property
+    def tokenized(self) -> int:
+        return len(self.prompts)
 
     async def generate(
         self, tokens: list[int], params: SamplingParams
@@ -44,12 +39,6 @@ class FakeEngine:
         await self.release.wait()
         for i in range(1, params.max_tokens + 1):
             yield Delta(f" t{i}", i, "length" if i == params.max_tokens else None)
-
-    def healthy(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
 
 
 class Budget:

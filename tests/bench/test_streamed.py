@@ -1,6 +1,7 @@
 """The bench's streamed client against the real server: client-side TTFT and token gaps."""
 
 import asyncio
+from typing import Any
 
 import httpx
 
@@ -9,19 +10,17 @@ from bench.workloads import mixed_long
 from tests.conftest import API_KEY, LiveServer
 
 
-def test_a_streamed_request_yields_its_first_token_time_gaps_and_usage(
-    live_server: LiveServer,
-) -> None:
+def streamed(server: LiveServer, body: dict[str, Any], *, raw: bool = False) -> Streamed:
     async def run() -> Streamed:
         async with httpx.AsyncClient(
-            base_url=live_server.base_url,
-            headers={"Authorization": f"Bearer {API_KEY}"},
-            timeout=120,
+            base_url=server.base_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120
         ) as c:
-            body = {"prompt": "1, 2, 3, 4, 5,", "max_tokens": 12, "temperature": 0}
-            return await stream_request(c, "gptapi", body)
+            return await stream_request(c, "gptapi", body, raw=raw)
 
-    result = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def assert_twelve_tokens_timed(result: Streamed) -> None:
     assert result.status == 200
     assert result.ttft_s is not None and result.ttft_s > 0
     assert result.completion_tokens == 12
@@ -30,23 +29,17 @@ def test_a_streamed_request_yields_its_first_token_time_gaps_and_usage(
     assert result.prompt_tokens > 0
 
 
-def test_a_raw_streamed_request_times_v1_completion_chunks(live_server: LiveServer) -> None:
-    async def run() -> Streamed:
-        async with httpx.AsyncClient(
-            base_url=live_server.base_url,
-            headers={"Authorization": f"Bearer {API_KEY}"},
-            timeout=120,
-        ) as c:
-            body = {"model": "gptapi", "prompt": "1, 2, 3, 4, 5,", "max_tokens": 12,
-                    "temperature": 0, "stream_options": {"include_usage": True}}  # fmt: skip
-            return await stream_request(c, "gptapi", body, raw=True)
+def test_a_streamed_request_yields_its_first_token_time_gaps_and_usage(
+    live_server: LiveServer,
+) -> None:
+    body = {"prompt": "1, 2, 3, 4, 5,", "max_tokens": 12, "temperature": 0}
+    assert_twelve_tokens_timed(streamed(live_server, body))
 
-    result = asyncio.run(run())
-    assert result.status == 200
-    assert result.ttft_s is not None and result.ttft_s > 0
-    assert result.completion_tokens == 12
-    assert 1 <= len(result.gaps_s) <= 11
-    assert result.prompt_tokens > 0
+
+def test_a_raw_streamed_request_times_v1_completion_chunks(live_server: LiveServer) -> None:
+    body = {"model": "gptapi", "prompt": "1, 2, 3, 4, 5,", "max_tokens": 12,
+            "temperature": 0, "stream_options": {"include_usage": True}}  # fmt: skip
+    assert_twelve_tokens_timed(streamed(live_server, body, raw=True))
 
 
 def test_mixed_long_sends_a_long_distinct_document_every_4th_request(tokenizer) -> None:  # type: ignore[no-untyped-def]
