@@ -18,11 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench.corpus import Corpus, parse_mix
-from bench.load import LoadConfig, LoadRun, find_server_pids, join_server_memory, server_log_path
+from bench.load import LoadConfig, LoadRun, find_server_pids, join_server_log, server_log_path
 from bench.report import write_run
+from bench.serverinfo import describe_server
 
 
 def _add_load_options(p: argparse.ArgumentParser) -> None:
@@ -33,9 +32,10 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--requests-per-user",
-        type=int,
+        type=parse_per_user,
         default=None,
-        help="requests each user sends (default 2 unless --duration)",
+        help="requests each user sends (default 2 unless --duration); per user level as "
+        "USERS:N pairs, e.g. 10:3,40:3,100:1",
     )
     p.add_argument("--duration", type=float, default=None, help="run for S seconds instead")
     p.add_argument(
@@ -100,24 +100,28 @@ def parser() -> argparse.ArgumentParser:
         help="configurations to run (batched, pool, workers2, nommap, kvq8)",
     )
     matrix.add_argument("--model", type=Path, default=None, help="GGUF (default: embedded)")
-    matrix.add_argument("--slots", type=int, default=16)
-    matrix.add_argument("--ctx", type=int, default=1024, help="context per slot")
+    matrix.add_argument("--slots", type=int, default=8, help="slots (default: gptapi's)")
+    matrix.add_argument(
+        "--ctx", type=int, default=4096, help="context per slot (default: gptapi's)"
+    )
     matrix.add_argument("--threads", type=int, default=2)
     matrix.add_argument("--note", default=None, help="a line for every header (e.g. twin model)")
     _add_load_options(matrix)
     return root
 
 
-def server_info(base_url: str) -> dict[str, Any]:
-    try:
-        info = httpx.get(f"{base_url}/ready", timeout=10).json()
-    except (httpx.HTTPError, ValueError):
-        return {}
-    return info if isinstance(info, dict) else {}
+def parse_per_user(text: str) -> int | dict[int, int]:
+    """``2`` (every level) or ``10:3,40:1`` (per user level; levels not listed send 2)."""
+    if ":" not in text:
+        return int(text)
+    pairs = (part.split(":", 1) for part in text.split(","))
+    return {int(users): int(n) for users, n in pairs}
 
 
 def load_config(args: argparse.Namespace, base_url: str, api_key: str, users: int) -> LoadConfig:
     per_user = args.requests_per_user
+    if isinstance(per_user, dict):
+        per_user = per_user.get(users, 2)
     if per_user is None and args.duration is None:
         per_user = 2
     return LoadConfig(
@@ -159,8 +163,8 @@ def execute(
     asyncio.run(run.run())
     wall = time.perf_counter() - started
     bar.close()
-    join_server_memory(run.results, server_log_path(pids, server_log))
-    info = server_info(config.base_url)
+    join_server_log(run.results, server_log_path(pids, server_log))
+    info = describe_server(config.base_url, pids)
     if note:
         info["note"] = note
     return write_run(out, run, config, info, wall)

@@ -34,7 +34,9 @@ class RequestResult:
     completion_tokens: int | None
     tokens_per_s: float | None
     request_id: str | None
-    server_memory: dict[str, Any] | None = None  # the server's memory_end for this request
+    # The server's own log line for this request (requests.jsonl, text fields dropped): its
+    # queue time, cached tokens, and the process memory when it started and ended.
+    server: dict[str, Any] | None = None
     inter_token_s: list[float] = field(default_factory=list)
 
 
@@ -161,11 +163,11 @@ def server_log_path(pids: list[int], explicit: Path | None) -> Path | None:
     return None
 
 
-def join_server_memory(
+def join_server_log(
     results: list[RequestResult], log_path: Path | None, wait_s: float = 3.0
 ) -> int:
-    """Attach the server's logged memory_end to each request, by request id. The server writes
-    a line after the response is sent, from a background thread: wait briefly for the last."""
+    """Attach the server's log line to each request, by request id. The server writes a line
+    after the response is sent, from a background thread: wait briefly for the last."""
     if log_path is None:
         return 0
     wanted = {r.request_id for r in results if r.request_id}
@@ -179,13 +181,14 @@ def join_server_memory(
                 except json.JSONDecodeError:
                     continue
                 if entry.get("request_id") in wanted and entry.get("memory_end"):
-                    by_id[entry["request_id"]] = entry["memory_end"]
+                    entry.pop("text", None)
+                    by_id[entry["request_id"]] = entry
         if len(by_id) >= len(wanted) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     for r in results:
         if r.request_id in by_id:
-            r.server_memory = by_id[r.request_id]
+            r.server = by_id[r.request_id]
     return len(by_id)
 
 

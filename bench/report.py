@@ -96,9 +96,10 @@ def _ms(value: float | None) -> str:
 
 
 def _request_ram(r: RequestResult, samples: list[MemorySample]) -> str:
-    if r.server_memory and r.server_memory.get("rss_bytes") is not None:
-        rss = r.server_memory["rss_bytes"] / MIB
-        anon = (r.server_memory.get("rss_anon_bytes") or 0) / MIB
+    end_memory = (r.server or {}).get("memory_end") or {}
+    if end_memory.get("rss_bytes") is not None:
+        rss = end_memory["rss_bytes"] / MIB
+        anon = (end_memory.get("rss_anon_bytes") or 0) / MIB
         return f"rss={rss:.1f}MiB anon={anon:.1f}MiB"
     end = r.start_s + r.latency_s
     near = min(samples, key=lambda s: abs(s.t_s - end), default=None)
@@ -194,25 +195,57 @@ def plot_run(out: Path, run: LoadRun) -> list[Path]:
     return written
 
 
-def write_run(
-    out: Path, run: LoadRun, config: LoadConfig, server: dict[str, Any], wall_s: float
-) -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(run, wall_s)
-    header = {
+TWIN_NOTE = (
+    "PERFORMANCE TWIN of Gemma 3 4B it Q8_0 (random weights, real shapes and Q8_0 size: speed "
+    "and memory are the real model's, the generated text is meaningless)"
+)
+
+
+def model_label(server: dict[str, Any]) -> str:
+    """The model's name as the server reports it, its file, and the twin said plainly."""
+    path = server.get("model_path") or ""
+    name = str(server.get("model") or "unknown")
+    label = f"{name} ({Path(path).name})" if path else name
+    return f"{label}: {TWIN_NOTE}" if "twin" in label.lower() else label
+
+
+def run_header(config: LoadConfig, server: dict[str, Any]) -> dict[str, Any]:
+    """Everything a reader needs to tell what was measured, in the order they look for it."""
+
+    def known(key: str) -> Any:
+        return server.get(key, "unknown")
+
+    return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": known("commit"),
         "machine": machine(),
-        "model": server.get("model", "unknown"),
-        "engine": server.get("engine", "unknown"),
-        "slots": server.get("slots", "unknown"),
+        "model": model_label(server),
+        "model file": known("model_path"),
+        "engine": known("engine"),
+        "slots x context": f"{known('slots')} x {known('n_ctx')} tokens",
+        "threads": known("n_threads"),
+        "KV cache": f"{known('kv_cache_type')}, unified={known('kv_unified')}",
+        "prompt cache": f"{known('prompt_cache_mb')} MiB budget",
+        "prefix sharing": known("share_prefixes"),
+        "mmap": known("use_mmap"),
+        "server processes": known("processes"),
         "users": config.users,
         "requests per user": config.requests_per_user or f"for {config.duration_s}s",
         "arrivals": f"Poisson {config.rate}/s" if config.rate else "closed loop",
         "mix": ",".join(f"{k}={v:g}" for k, v in config.mix.items()),
         "max_tokens": config.max_tokens,
         "stream": config.stream,
+        "api": config.api,
         "base url": config.base_url,
     }
+
+
+def write_run(
+    out: Path, run: LoadRun, config: LoadConfig, server: dict[str, Any], wall_s: float
+) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(run, wall_s)
+    header = run_header(config, server)
     if server.get("note"):
         header["note"] = server["note"]
     write_output_txt(out / "output.txt", run, header, summary)

@@ -50,7 +50,7 @@ def test_ten_users_two_requests_each(live_server: LiveServer, tmp_path: Path) ->
     raw = json.loads((out / "result.json").read_text())
     assert len(raw["requests"]) == 20
     assert len({(r["task"], r["input_id"]) for r in raw["requests"]}) == 20  # distinct inputs
-    assert sum(r["server_memory"] is not None for r in raw["requests"]) == 20  # joined by id
+    assert sum(r["server"] is not None for r in raw["requests"]) == 20  # joined by id
     assert len(raw["memory_samples"]) >= 2
     for png in ("latency.png", "memory.png"):
         assert (out / png).read_bytes().startswith(PNG_SIGNATURE)
