@@ -9,19 +9,14 @@ Every run ends by itself (``--time-cap``) and sends traffic to the given base UR
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.util
 import os
 import sys
-import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from bench.corpus import Corpus, parse_mix
-from bench.load import LoadConfig, LoadRun, find_server_pids, join_server_log, server_log_path
-from bench.report import write_run
-from bench.serverinfo import describe_server
+from bench.corpus import parse_mix
+from bench.procs import find_server_pids
+from bench.runner import default_out, execute, load_config, parse_per_user
 
 
 def _add_load_options(p: argparse.ArgumentParser) -> None:
@@ -107,71 +102,13 @@ def parser() -> argparse.ArgumentParser:
     matrix.add_argument("--threads", type=int, default=2)
     matrix.add_argument("--note", default=None, help="a line for every header (e.g. twin model)")
     _add_load_options(matrix)
-    return root
-
-
-def parse_per_user(text: str) -> int | dict[int, int]:
-    """``2`` (every level) or ``10:3,40:1`` (per user level; levels not listed send 2)."""
-    if ":" not in text:
-        return int(text)
-    pairs = (part.split(":", 1) for part in text.split(","))
-    return {int(users): int(n) for users, n in pairs}
-
-
-def load_config(args: argparse.Namespace, base_url: str, api_key: str, users: int) -> LoadConfig:
-    per_user = args.requests_per_user
-    if isinstance(per_user, dict):
-        per_user = per_user.get(users, 2)
-    if per_user is None and args.duration is None:
-        per_user = 2
-    return LoadConfig(
-        base_url=base_url,
-        api_key=api_key,
-        users=users,
-        requests_per_user=per_user,
-        duration_s=args.duration,
-        mix=parse_mix(args.mix),
-        max_tokens=args.max_tokens,
-        rate=args.rate,
-        stream=args.stream,
-        timeout_s=args.timeout,
-        time_cap_s=args.time_cap,
-        api=args.api,
+    report = sub.add_parser(
+        "report", help="rewrite output.txt, plots and tables of run or matrix folders"
     )
-
-
-def execute(
-    config: LoadConfig,
-    out: Path,
-    *,
-    pids: list[int],
-    server_log: Path | None,
-    note: str | None = None,
-    quiet: bool = False,
-) -> dict[str, Any]:
-    from tqdm import tqdm
-
-    bar = tqdm(total=None, unit="req", disable=quiet, file=sys.stderr)
-
-    def progress(done: int, expected: int) -> None:
-        if expected and bar.total != expected:
-            bar.total = expected
-        bar.update(done - bar.n)
-
-    run = LoadRun(config, Corpus(), pids, on_progress=progress)
-    started = time.perf_counter()
-    asyncio.run(run.run())
-    wall = time.perf_counter() - started
-    bar.close()
-    join_server_log(run.results, server_log_path(pids, server_log))
-    info = describe_server(config.base_url, pids)
-    if note:
-        info["note"] = note
-    return write_run(out, run, config, info, wall)
-
-
-def default_out() -> Path:
-    return Path("bench/results") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    report.add_argument(
+        "folders", type=Path, nargs="+", help="folders with result.json or matrix.json"
+    )
+    return root
 
 
 # The `bench` extra: plots and the progress bar. Checked before any request is sent, so a
@@ -183,6 +120,24 @@ def missing_extras() -> list[str]:
     return [name for name in EXTRAS if importlib.util.find_spec(name) is None]
 
 
+def rerender(folders: list[Path]) -> int:
+    from bench.matrix import rerender_matrix
+    from bench.report import render
+
+    for folder in folders:
+        if (folder / "matrix.json").exists():
+            rerender_matrix(folder)
+        elif (folder / "result.json").exists():
+            render(folder)
+        else:
+            print(
+                f"gptapi-bench: error: {folder} has no result.json or matrix.json", file=sys.stderr
+            )
+            return 2
+        print(f"rewrote {folder}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if missing := missing_extras():
@@ -192,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.command == "report":
+        return rerender(args.folders)
     if args.command == "run" and not args.api_key:
         print("gptapi-bench: error: --api-key or GPTAPI_API_KEY is required", file=sys.stderr)
         return 2

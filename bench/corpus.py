@@ -48,7 +48,8 @@ class Corpus:
             body = {"question": item["question"], "context": item["context"]}
         return TaskInput(task, item["id"], TASK_PATHS[task], body)
 
-    def pick(self, mix: dict[str, float], user: int, n: int, rng: random.Random) -> TaskInput:
+    def pick(self, mix: dict[str, float], rng: random.Random) -> TaskInput:
+        """The next unused input of a task drawn by the mix's weights."""
         tasks = [t for t, w in mix.items() if w > 0]
         weights = [mix[t] for t in tasks]
         return self._take(rng.choices(tasks, weights)[0])

@@ -9,13 +9,12 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
 from bench.corpus import Corpus, TaskInput
+from bench.procs import MemoryReader, MemorySample
 
 MIB = 2**20
 
@@ -38,16 +37,6 @@ class RequestResult:
     # queue time, cached tokens, and the process memory when it started and ended.
     server: dict[str, Any] | None = None
     inter_token_s: list[float] = field(default_factory=list)
-
-
-@dataclass
-class MemorySample:
-    t_s: float
-    rss: int
-    pss: int | None
-    anon: int
-    file: int
-    processes: int
 
 
 @dataclass
@@ -86,110 +75,6 @@ def classify(status: int, body: dict[str, Any] | None, exc: BaseException | None
     if status in by_status:
         return f"{by_status[status]}:{code}" if status == 503 and code else by_status[status]
     return f"http_{status}" + (f":{code}" if code else "")
-
-
-def find_server_pids(base_url: str, explicit: int | None) -> list[int]:
-    """The server process and its children (uvicorn workers). Local servers only."""
-    root = explicit
-    if root is None:
-        port = httpx.URL(base_url).port or 80
-        for conn in psutil.net_connections("tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-                root = conn.pid
-                break
-    if root is None:
-        return []
-    try:
-        proc = psutil.Process(root)
-        return [root, *(c.pid for c in proc.children(recursive=True))]
-    except psutil.Error:
-        return []
-
-
-_PSS_EVERY_S = 5.0  # smaps_rollup walks every page table: ~75 ms with a 4 GB model mapped
-_last_pss: tuple[float, int | None] = (-_PSS_EVERY_S, None)
-
-
-def read_memory(pids: list[int]) -> MemorySample | None:
-    """RSS/anon/file of the server processes at every call; PSS every few seconds only, so the
-    sampler itself does not take CPU from the server it measures."""
-    global _last_pss
-    rss = anon = file = 0
-    pss: int | None = 0
-    fresh_pss = time.monotonic() - _last_pss[0] >= _PSS_EVERY_S
-    alive = 0
-    for pid in pids:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        alive += 1
-        fields = {}
-        for line in status.splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "RssAnon", "RssFile"):
-                fields[key] = int(value.split()[0]) * 1024
-        rss += fields.get("VmRSS", 0)
-        anon += fields.get("RssAnon", 0)
-        file += fields.get("RssFile", 0)
-        if not fresh_pss:
-            continue
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:") and pss is not None:
-                    pss += int(line.split()[1]) * 1024
-        except OSError:
-            pss = None
-    if fresh_pss:
-        _last_pss = (time.monotonic(), pss)
-    return MemorySample(0.0, rss, _last_pss[1], anon, file, alive) if alive else None
-
-
-def server_log_path(pids: list[int], explicit: Path | None) -> Path | None:
-    """The server's requests.jsonl: given, or found from the server's environment and cwd."""
-    if explicit is not None:
-        return explicit / "requests.jsonl" if explicit.is_dir() else explicit
-    for pid in pids:
-        try:
-            proc = psutil.Process(pid)
-            log_dir = Path(proc.environ().get("GPTAPI_LOG_DIR", "logs"))
-            path = (
-                log_dir if log_dir.is_absolute() else Path(proc.cwd()) / log_dir
-            ) / "requests.jsonl"
-        except (psutil.Error, OSError):
-            continue
-        if path.exists():
-            return path
-    return None
-
-
-def join_server_log(
-    results: list[RequestResult], log_path: Path | None, wait_s: float = 3.0
-) -> int:
-    """Attach the server's log line to each request, by request id. The server writes a line
-    after the response is sent, from a background thread: wait briefly for the last."""
-    if log_path is None:
-        return 0
-    wanted = {r.request_id for r in results if r.request_id}
-    deadline = time.monotonic() + wait_s
-    by_id: dict[str, dict[str, Any]] = {}
-    while True:
-        if log_path.exists():
-            for line in log_path.read_text(errors="replace").splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if entry.get("request_id") in wanted and entry.get("memory_end"):
-                    entry.pop("text", None)
-                    by_id[entry["request_id"]] = entry
-        if len(by_id) >= len(wanted) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    for r in results:
-        if r.request_id in by_id:
-            r.server = by_id[r.request_id]
-    return len(by_id)
 
 
 class LoadRun:
@@ -247,7 +132,7 @@ class LoadRun:
     async def _user(self, user: int, client: httpx.AsyncClient) -> None:
         sent = 0
         while self._more(sent):
-            await self._one(client, user, self.corpus.pick(self.config.mix, user, sent, self._rng))
+            await self._one(client, user, self.corpus.pick(self.config.mix, self._rng))
             sent += 1
 
     async def _open_loop(self, client: httpx.AsyncClient) -> None:
@@ -257,7 +142,7 @@ class LoadRun:
         total = self.expected or None
         while (total is None or sent < total) and self._more(0):
             user = sent % self.config.users
-            task_input = self.corpus.pick(self.config.mix, user, sent, self._rng)
+            task_input = self.corpus.pick(self.config.mix, self._rng)
             tasks.append(asyncio.create_task(self._one(client, user, task_input)))
             sent += 1
             await asyncio.sleep(self._rng.expovariate(self.config.rate))
@@ -335,10 +220,10 @@ class LoadRun:
         return 200, final, request_id, first, gaps
 
     async def _sample(self) -> None:
+        reader = MemoryReader(self.pids)
         while True:
-            sample = await asyncio.to_thread(read_memory, self.pids) if self.pids else None
+            sample = await asyncio.to_thread(reader.read, self._elapsed()) if self.pids else None
             if sample is not None:
-                sample.t_s = self._elapsed()
                 self.samples.append(sample)
             await asyncio.sleep(0.4)
 

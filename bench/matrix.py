@@ -16,15 +16,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from bench.cli import execute, load_config
-from bench.load import MIB, find_server_pids
-from bench.procs import free_port, stop
+from bench.load import MIB
+from bench.plots import plot_scaling
+from bench.procs import find_server_pids, free_port, stop, wait_ready
+from bench.report import GROWTH_DEFINITION, load_level, render, write_levels_output
+from bench.runner import execute, load_config
 
 API_KEY = "bench-matrix-key-0123456789"
 
@@ -52,24 +51,6 @@ def _configs(args: argparse.Namespace) -> dict[str, tuple[dict[str, str], list[s
             [],
         ),
     }
-
-
-def _wait_ready(base_url: str, proc: subprocess.Popen[bytes], workers: int) -> None:
-    deadline = time.monotonic() + 900
-    ready = 0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{base_url}/ready", timeout=5).status_code == 200:
-                ready += 1
-                # With several workers, each must have loaded: ask a few times.
-                if ready >= 3 * workers:
-                    return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError("server not ready in 900 s")
 
 
 def run_matrix(args: argparse.Namespace, out: Path) -> int:
@@ -108,7 +89,9 @@ def run_matrix(args: argparse.Namespace, out: Path) -> int:
         with (run_dir / "server.log").open("wb") as log:
             proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            _wait_ready(base_url, proc, 2 if "--workers" in cli_extra else 1)
+            # With several workers each must have loaded: ask a few times.
+            workers = 2 if "--workers" in cli_extra else 1
+            wait_ready(f"{base_url}/ready", proc, run_dir / "server.log", times=3 * workers)
             pids = find_server_pids(base_url, proc.pid)
             for users in users_levels:
                 config = load_config(args, base_url, API_KEY, users)
@@ -119,11 +102,12 @@ def run_matrix(args: argparse.Namespace, out: Path) -> int:
                     pids=pids,
                     server_log=run_dir / "server-logs",
                     note=args.note,
+                    label=name,
                 )
                 rows.append({"config": name, "users": users, **result})
         finally:
             stop(proc)
-    write_matrix(out, rows, args)
+    write_matrix(out, rows, f"gptapi-bench {' '.join(sys.argv[1:])}")
     print(f"wrote {out}/matrix.md")
     return 0
 
@@ -132,67 +116,69 @@ def _fmt_s(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
-def write_matrix(out: Path, rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+def rerender_matrix(out: Path) -> None:
+    """Rewrite a matrix folder's tables, outputs and plots from its runs' result.json files."""
+    rows = []
+    for row in json.loads((out / "matrix.json").read_text()):
+        level_dir = out / row["config"] / f"users-{row['users']}"
+        render(level_dir)
+        header, level = load_level(level_dir)
+        rows.append({"config": row["config"], "users": row["users"], "header": header,
+                     "summary": level.summary})  # fmt: skip
+    old = (out / "matrix.md").read_text() if (out / "matrix.md").exists() else ""
+    command = next(
+        (line.split("`")[1] for line in old.splitlines() if line.startswith("- command: `")),
+        "unknown",
+    )
+    write_matrix(out, rows, command)
+
+
+def write_matrix(out: Path, rows: list[dict[str, Any]], command: str) -> None:
     header = (
         "| config | users | ok / requests | errors | output tok/s | req/s | latency p50 / p95 (s) "
         "| TTFT p50 / p95 (s) | peak RSS sum | peak PSS sum | peak anon | peak file "
-        "| RSS growth low→high users |\n"
+        "| RSS growth from the previous level |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = ["# gptapi-bench matrix", ""]
     if rows:
         h = rows[0]["header"]
-        lines += [f"- {k}: {h[k]}" for k in ("date", "machine", "model", "mix", "max_tokens")]
+        keys = ("date", "commit", "machine", "model", "slots x context", "KV cache", "mix")
+        lines += [f"- {k}: {h[k]}" for k in (*keys, "max_tokens") if k in h]
         if "note" in h:
             lines.append(f"- note: {h['note']}")
-    lines += [f"- command: `gptapi-bench {' '.join(sys.argv[1:])}`", "", header]
-    by_config: dict[str, dict[int, dict[str, Any]]] = {}
+    lines += [f"- command: `{command}`", f"- {GROWTH_DEFINITION}"]
+    lines += ["", header]
+    by_config: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        by_config.setdefault(row["config"], {})[row["users"]] = row
-    for row in rows:
-        s = row["summary"]
-        mem = s.get("memory") or {}
-        levels = by_config[row["config"]]
-        growth = "-"
-        if row["users"] == max(levels) and len(levels) > 1:
-            low = levels[min(levels)]["summary"].get("memory") or {}
-            if mem and low:
-                growth = f"{(mem['rss_peak'] - low['rss_peak']) / MIB:+.0f} MiB"
-        lines.append(
-            f"| {row['config']} | {row['users']} | {s['ok']} / {s['requests']} | "
-            f"{sum(s['errors'].values())} | {s['output_tokens_per_s']:.1f} | "
-            f"{s['requests_per_s']:.2f} | "
-            f"{_fmt_s(s['latency_s']['p50'])} / {_fmt_s(s['latency_s']['p95'])} | "
-            f"{_fmt_s(s['ttft_s']['p50'])} / {_fmt_s(s['ttft_s']['p95'])} | "
-            + " | ".join(
-                "-" if not mem.get(k) else f"{mem[k] / MIB:.0f} MiB"
-                for k in ("rss_peak", "pss_peak", "anon_peak", "file_peak")
+        by_config.setdefault(row["config"], []).append(row)
+    for config_rows in by_config.values():
+        previous: dict[str, Any] = {}
+        previous_users = 0
+        for row in config_rows:
+            s = row["summary"]
+            mem = s.get("memory") or {}
+            growth = "-"
+            if mem and previous:
+                diff = mem["rss_peak"] - previous["rss_peak"]
+                added = max(row["users"] - previous_users, 1)
+                growth = f"{diff / MIB:+.0f} MiB ({diff / MIB / added:+.2f} per added user)"
+            previous, previous_users = mem, row["users"]
+            lines.append(
+                f"| {row['config']} | {row['users']} | {s['ok']} / {s['requests']} | "
+                f"{sum(s['errors'].values())} | {s['output_tokens_per_s']:.1f} | "
+                f"{s['requests_per_s']:.2f} | "
+                f"{_fmt_s(s['latency_s']['p50'])} / {_fmt_s(s['latency_s']['p95'])} | "
+                f"{_fmt_s(s['ttft_s']['p50'])} / {_fmt_s(s['ttft_s']['p95'])} | "
+                + " | ".join(
+                    "-" if not mem.get(k) else f"{mem[k] / MIB:.0f} MiB"
+                    for k in ("rss_peak", "pss_peak", "anon_peak", "file_peak")
+                )
+                + f" | {growth} |"
             )
-            + f" | {growth} |"
-        )
     (out / "matrix.md").write_text("\n".join(lines) + "\n")
     (out / "matrix.json").write_text(json.dumps(rows, indent=1, default=str))
-    _plot_scaling(out, by_config)
-
-
-def _plot_scaling(out: Path, by_config: dict[str, dict[int, dict[str, Any]]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, levels in by_config.items():
-        users = sorted(levels)
-        ax1.plot(
-            users, [levels[u]["summary"]["output_tokens_per_s"] for u in users], "o-", label=name
-        )
-        ax2.plot(
-            users, [levels[u]["summary"]["latency_s"]["p95"] or 0 for u in users], "o-", label=name
-        )
-    ax1.set(xlabel="users", ylabel="output tokens/s", title="Throughput vs users")
-    ax2.set(xlabel="users", ylabel="p95 latency (s)", title="p95 latency vs users")
-    ax1.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "scaling.png", dpi=110)
-    plt.close(fig)
+    for name, config_rows in by_config.items():
+        write_levels_output(out / name, [out / name / f"users-{r['users']}" for r in config_rows])
+    if rows:
+        plot_scaling(out, rows[0]["header"], by_config)

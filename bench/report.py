@@ -1,27 +1,47 @@
-"""What a run leaves behind: output.txt (one line per request + summary), a JSON file with every
-raw record and memory sample, and a Markdown report with PNG plots."""
+"""What a run leaves behind: output.txt (a header saying what was measured, one line per request,
+a summary per user level), result.json with every raw record and memory sample, and report.md
+with the plots. Everything but result.json can be rewritten from it (``gptapi-bench report``)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.load import MIB, LoadConfig, LoadRun, MemorySample, RequestResult
+from bench.kvshape import KvShape, kv_shape
+from bench.load import MIB, LoadConfig, LoadRun, RequestResult
+from bench.procs import MemorySample
+from bench.stats import percentile
+
+# Defined once, quoted by every table that shows growth.
+GROWTH_DEFINITION = (
+    "RSS growth from one user level to the next = the server's peak RSS during the higher level "
+    "minus its peak RSS during the lower one (same server process, levels run in order), and per "
+    "added user that difference divided by the users added; within a level, peak minus the "
+    "level's first sample."
+)
+KV_DEFINITION = (
+    "kv = the request's own cells in the KV buffer (prompt + completion tokens x KV bytes per "
+    "token from the model's shapes; sliding-window layers hold at most their window): its share "
+    "of memory allocated at start-up, not new memory"
+)
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+@dataclass
+class Level:
+    """One user level of a run, as output.txt shows it."""
+
+    users: int
+    requests_per_user: Any
+    results: list[RequestResult]
+    samples: list[MemorySample]
+    summary: dict[str, Any]
 
 
 def cpu_model() -> str:
@@ -45,25 +65,23 @@ def machine() -> str:
     )
 
 
-def summarize(run: LoadRun, wall_s: float) -> dict[str, Any]:
-    results = run.results
+def _stats(values: list[float]) -> dict[str, float | None]:
+    return {
+        "p50": percentile(values, 0.5),
+        "p90": percentile(values, 0.9),
+        "p95": percentile(values, 0.95),
+        "p99": percentile(values, 0.99),
+        "max": max(values) if values else None,
+    }
+
+
+def summarize(
+    results: list[RequestResult], samples: list[MemorySample], wall_s: float
+) -> dict[str, Any]:
     ok = [r for r in results if r.error_kind is None]
-    latencies = [r.latency_s for r in ok]
-    ttfts = [r.ttft_s for r in ok if r.ttft_s is not None]
     gaps = [g for r in ok for g in r.inter_token_s]
     out_tokens = sum(r.completion_tokens or 0 for r in ok)
-    samples = run.samples
-    rss = [s.rss for s in samples]
-
-    def stats(values: list[float]) -> dict[str, float | None]:
-        return {
-            "p50": percentile(values, 0.5),
-            "p90": percentile(values, 0.9),
-            "p95": percentile(values, 0.95),
-            "p99": percentile(values, 0.99),
-            "max": max(values) if values else None,
-        }
-
+    queues = [s["queue_ms"] / 1000 for r in ok if (s := r.server) and s.get("queue_ms") is not None]
     summary: dict[str, Any] = {
         "requests": len(results),
         "ok": len(ok),
@@ -72,21 +90,23 @@ def summarize(run: LoadRun, wall_s: float) -> dict[str, Any]:
         "requests_per_s": len(ok) / wall_s if wall_s else None,
         "output_tokens": out_tokens,
         "output_tokens_per_s": out_tokens / wall_s if wall_s else None,
-        "latency_s": stats(latencies),
-        "ttft_s": stats(ttfts),
-        "inter_token_s": stats(gaps) if gaps else None,
+        "prompt_tokens": sum(r.prompt_tokens or 0 for r in ok),
+        "cached_tokens": sum((r.server or {}).get("cached_tokens") or 0 for r in ok),
+        "latency_s": _stats([r.latency_s for r in ok]),
+        "ttft_s": _stats([r.ttft_s for r in ok if r.ttft_s is not None]),
+        "queue_s": _stats(queues) if queues else None,
+        "inter_token_s": _stats(gaps) if gaps else None,
     }
     if samples:
-        peak = max(samples, key=lambda s: s.rss)
         summary["memory"] = {
             "processes": samples[-1].processes,
             "rss_start": samples[0].rss,
-            "rss_peak": peak.rss,
+            "rss_peak": max(s.rss for s in samples),
             "rss_end": samples[-1].rss,
+            "anon_start": samples[0].anon,
             "anon_peak": max(s.anon for s in samples),
             "file_peak": max(s.file for s in samples),
             "pss_peak": max((s.pss or 0) for s in samples) or None,
-            "rss_growth_per_user": (max(rss) - rss[0]) / max(run.config.users, 1),
         }
     return summary
 
@@ -95,104 +115,104 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f}ms"
 
 
-def _request_ram(r: RequestResult, samples: list[MemorySample]) -> str:
-    end_memory = (r.server or {}).get("memory_end") or {}
-    if end_memory.get("rss_bytes") is not None:
-        rss = end_memory["rss_bytes"] / MIB
-        anon = (end_memory.get("rss_anon_bytes") or 0) / MIB
-        return f"rss={rss:.1f}MiB anon={anon:.1f}MiB"
-    end = r.start_s + r.latency_s
-    near = min(samples, key=lambda s: abs(s.t_s - end), default=None)
-    if near is None:
-        return "rss=n/a"
-    return f"rss={near.rss / MIB:.1f}MiB anon={near.anon / MIB:.1f}MiB (sampled)"
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value / MIB:.1f}"
 
 
-def write_output_txt(
-    path: Path, run: LoadRun, header: dict[str, Any], summary: dict[str, Any]
-) -> None:
-    lines = ["# gptapi stress test", *(f"# {k}: {v}" for k, v in header.items()), ""]
-    lines.append("# user task input status latency ttft tokens(prompt+completion) ram")
-    for r in sorted(run.results, key=lambda r: r.start_s):
-        status = str(r.status) if r.error_kind is None else f"{r.status or '-'}:{r.error_kind}"
-        tokens = f"{r.prompt_tokens or 0}+{r.completion_tokens or 0}"
-        lines.append(
-            f"user={r.user:<3} task={r.task:<9} input={r.input_id} status={status} "
-            f"latency={r.latency_s * 1000:.0f}ms ttft={_ms(r.ttft_s)} tokens={tokens} "
-            f"{_request_ram(r, run.samples)}"
-        )
+def request_line(r: RequestResult, kv: KvShape | None) -> str:
+    status = str(r.status) if r.error_kind is None else f"{r.status or '-'}:{r.error_kind}"
+    server = r.server or {}
+    start, end = server.get("memory_start") or {}, server.get("memory_end") or {}
+    queue = server.get("queue_ms")
+    tokens = (r.prompt_tokens or 0) + (r.completion_tokens or 0)
+    own_kv = f"{kv.request_bytes(tokens) / MIB:.2f}MiB" if kv and tokens else "-"
+    return (
+        f"t=+{r.start_s:7.1f}s user={r.user:<3} task={r.task:<9} input={r.input_id} "
+        f"status={status} queue={_ms(None if queue is None else queue / 1000)} "
+        f"ttft={_ms(r.ttft_s)} latency={r.latency_s * 1000:.0f}ms "
+        f"tokens={r.prompt_tokens or 0}+{r.completion_tokens or 0} "
+        f"cached={server.get('cached_tokens', '-')} "
+        f"rss={_mib(start.get('rss_bytes'))}->{_mib(end.get('rss_bytes'))}MiB "
+        f"pss={_mib(start.get('pss_bytes'))}->{_mib(end.get('pss_bytes'))}MiB kv={own_kv}"
+    )
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
     lat, ttft = summary["latency_s"], summary["ttft_s"]
-    lines += [
-        "",
-        "# summary",
+    lines = [
         f"requests: {summary['requests']} (ok {summary['ok']})",
         f"errors by kind: {summary['errors'] or 'none'}",
         "latency: " + " ".join(f"{k}={_ms(v)}" for k, v in lat.items()),
         "ttft: " + " ".join(f"{k}={_ms(v)}" for k, v in ttft.items()),
     ]
-    if summary.get("inter_token_s"):
-        lines.append(
-            "inter-token: " + " ".join(f"{k}={_ms(v)}" for k, v in summary["inter_token_s"].items())
-        )
+    for key, name in (("queue_s", "queue (server)"), ("inter_token_s", "inter-token")):
+        if summary.get(key):
+            lines.append(f"{name}: " + " ".join(f"{k}={_ms(v)}" for k, v in summary[key].items()))
     lines += [
         f"wall time: {summary['wall_s']:.1f}s",
-        f"requests/s: {summary['requests_per_s']:.2f}",
-        f"output tokens/s: {summary['output_tokens_per_s']:.1f}",
+        f"requests/s: {summary['requests_per_s']:.3f}",
+        f"output tokens/s: {summary['output_tokens_per_s']:.2f}",
+        f"prompt tokens: {summary.get('prompt_tokens', '-')} "
+        f"(of them not computed, from the prompt cache or shared: "
+        f"{summary.get('cached_tokens', '-')})",
     ]
     mem = summary.get("memory")
-    if mem:
-        mib = {
-            k: v / MIB for k, v in mem.items() if isinstance(v, int | float) and k != "processes"
-        }
-        lines += [
-            f"server RAM (RSS over {mem['processes']} process(es)): start {mib['rss_start']:.1f} "
-            f"MiB, peak {mib['rss_peak']:.1f} MiB, end {mib['rss_end']:.1f} MiB",
-            f"peak anon {mib['anon_peak']:.1f} MiB, peak file-backed {mib['file_peak']:.1f} MiB"
-            + (f", peak PSS {mib['pss_peak']:.1f} MiB" if mem["pss_peak"] else ""),
-            f"RAM growth per added user: {mem['rss_growth_per_user'] / MIB:.2f} MiB",
-        ]
-    else:
-        lines.append("server RAM: not sampled (server not local or pid not found)")
+    if not mem:
+        return [*lines, "server RAM: not sampled (server not local or pid not found)"]
+    growth = mem["rss_peak"] - mem["rss_start"]
+    return [
+        *lines,
+        f"server RAM (RSS over {mem['processes']} process(es)): first sample "
+        f"{_mib(mem['rss_start'])} MiB, peak {_mib(mem['rss_peak'])} MiB, end "
+        f"{_mib(mem['rss_end'])} MiB; growth within this level {growth / MIB:+.1f} MiB",
+        f"anonymous: first sample {_mib(mem.get('anon_start'))} MiB, peak "
+        f"{_mib(mem['anon_peak'])} MiB; file-backed peak {_mib(mem['file_peak'])} MiB"
+        + (f"; peak PSS {_mib(mem['pss_peak'])} MiB" if mem.get("pss_peak") else ""),
+    ]
+
+
+def growth_lines(levels: list[Level]) -> list[str]:
+    lines = ["# RAM growth between levels", f"# {GROWTH_DEFINITION}"]
+    measured = [lv for lv in levels if lv.summary.get("memory")]
+    for low, high in itertools.pairwise(measured):
+        diff = high.summary["memory"]["rss_peak"] - low.summary["memory"]["rss_peak"]
+        added = high.users - low.users
+        lines.append(
+            f"{low.users} -> {high.users} users: {diff / MIB:+.1f} MiB"
+            + (f" ({diff / MIB / added:+.2f} MiB per added user)" if added > 0 else "")
+        )
+    return lines if len(measured) > 1 else []
+
+
+def write_output_txt(path: Path, header: dict[str, Any], levels: list[Level]) -> None:
+    kv = _kv_from_header(header)
+    lines = ["# gptapi stress test", *(f"# {k}: {v}" for k, v in header.items()), ""]
+    lines += [
+        "# one line per request, in start order: t = start offset from the level's start; "
+        "queue (server) = time waiting for a slot; ttft and latency measured by the client "
+        "(ttft from the server's timing when not streamed); tokens = prompt+completion; "
+        "cached = prompt tokens not computed; rss/pss = the server process's memory when the "
+        "request started -> when it ended (PSS as of the server's last rollup reading)",
+        f"# {KV_DEFINITION}",
+    ]
+    for level in levels:
+        lines += ["", f"## {level.users} users x {level.requests_per_user} requests", ""]
+        lines += [request_line(r, kv) for r in sorted(level.results, key=lambda r: r.start_s)]
+        lines += ["", f"# summary, {level.users} users", *summary_lines(level.summary)]
+    if growth := growth_lines(levels):
+        lines += ["", *growth]
     path.write_text("\n".join(lines) + "\n")
 
 
-def plot_run(out: Path, run: LoadRun) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written: list[Path] = []
-    ok = [r for r in run.results if r.error_kind is None]
-    tasks = sorted({r.task for r in ok})
-    if tasks:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        ax.boxplot([[r.latency_s for r in ok if r.task == t] for t in tasks], tick_labels=tasks)
-        ax.set_ylabel("end-to-end latency (s)")
-        ax.set_title(f"Latency per task, {run.config.users} users")
-        fig.tight_layout()
-        written.append(out / "latency.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
-    if run.samples:
-        fig, ax = plt.subplots(figsize=(8, 4))
-        t = [s.t_s for s in run.samples]
-        ax.plot(t, [s.rss / MIB for s in run.samples], label="RSS")
-        ax.plot(t, [s.anon / MIB for s in run.samples], label="anonymous (KV, buffers, heap)")
-        ax.plot(t, [s.file / MIB for s in run.samples], label="file-backed (mmap'd weights)")
-        if any(s.pss for s in run.samples):
-            ax.plot(t, [(s.pss or 0) / MIB for s in run.samples], label="PSS", linestyle="--")
-        starts = [r.start_s for r in run.results]
-        ax.plot(starts, [0] * len(starts), "|", color="gray", markersize=10, label="request starts")
-        ax.set_xlabel("time (s)")
-        ax.set_ylabel("MiB")
-        ax.set_title(f"Server memory, {run.config.users} users")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        written.append(out / "memory.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
-    return written
+def _kv_from_header(header: dict[str, Any]) -> KvShape | None:
+    model = header.get("model file")
+    kv_type = str(header.get("KV cache", "f16")).split(",")[0]
+    if not model or model == "unknown" or not Path(model).exists():
+        return None
+    try:
+        return kv_shape(Path(model), kv_type)
+    except (KeyError, ValueError, OSError):
+        return None
 
 
 TWIN_NOTE = (
@@ -215,12 +235,13 @@ def run_header(config: LoadConfig, server: dict[str, Any]) -> dict[str, Any]:
     def known(key: str) -> Any:
         return server.get(key, "unknown")
 
-    return {
+    header: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": known("commit"),
         "machine": machine(),
         "model": model_label(server),
         "model file": known("model_path"),
+        "configuration": server.get("configuration", "as started"),
         "engine": known("engine"),
         "slots x context": f"{known('slots')} x {known('n_ctx')} tokens",
         "threads": known("n_threads"),
@@ -238,34 +259,72 @@ def run_header(config: LoadConfig, server: dict[str, Any]) -> dict[str, Any]:
         "api": config.api,
         "base url": config.base_url,
     }
-
-
-def write_run(
-    out: Path, run: LoadRun, config: LoadConfig, server: dict[str, Any], wall_s: float
-) -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(run, wall_s)
-    header = run_header(config, server)
     if server.get("note"):
         header["note"] = server["note"]
-    write_output_txt(out / "output.txt", run, header, summary)
+    return header
+
+
+def write_run(out: Path, run: LoadRun, server: dict[str, Any], wall_s: float) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(run.results, run.samples, wall_s)
+    header = run_header(run.config, server)
     raw = {
         "header": header,
+        "server": server,
+        "config": asdict(run.config),
         "summary": summary,
         "requests": [asdict(r) for r in run.results],
         "memory_samples": [asdict(s) for s in run.samples],
     }
     (out / "result.json").write_text(json.dumps(raw, indent=1, default=str))
-    plots = plot_run(out, run)
-    lines = [f"# Stress test: {config.users} users", ""]
-    lines += [f"- {k}: {v}" for k, v in header.items()]
-    lines += [
-        "",
-        "```",
-        *(out / "output.txt").read_text().split("# summary\n", 1)[-1].splitlines(),
-        "```",
-        "",
-    ]
-    lines += [f"![{p.stem}]({p.name})" for p in plots]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    render(out)
     return {"header": header, "summary": summary}
+
+
+def load_level(run_dir: Path) -> tuple[dict[str, Any], Level]:
+    """A run folder's header and level, from its result.json."""
+    raw = json.loads((run_dir / "result.json").read_text())
+    header = raw["header"]
+    header.setdefault("configuration", run_dir.parent.name)
+    results = [RequestResult(**_result_fields(r)) for r in raw["requests"]]
+    samples = [MemorySample(**s) for s in raw["memory_samples"]]
+    summary = summarize(results, samples, raw["summary"]["wall_s"])
+    return header, Level(
+        int(header["users"]), header["requests per user"], results, samples, summary
+    )
+
+
+def _result_fields(record: dict[str, Any]) -> dict[str, Any]:
+    # Older files (before 2026-12-02) kept only the server's memory_end.
+    if "server_memory" in record:
+        memory = record.pop("server_memory")
+        record["server"] = {"memory_end": memory} if memory else None
+    return record
+
+
+def render(run_dir: Path) -> None:
+    """Rewrite output.txt, the plots and report.md of one run folder from its result.json."""
+    from bench.plots import plot_run
+
+    header, level = load_level(run_dir)
+    write_output_txt(run_dir / "output.txt", header, [level])
+    plots = plot_run(run_dir, header, level)
+    lines = [f"# Stress test: {level.users} users", ""]
+    lines += [f"- {k}: {v}" for k, v in header.items()]
+    lines += ["", "```", *summary_lines(level.summary), "```", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in plots]
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def write_levels_output(out: Path, level_dirs: list[Path]) -> None:
+    """One output.txt for several user levels of one server (a matrix configuration): the
+    header of the first level without its per-level lines, every level, the growth between."""
+    loaded = [load_level(d) for d in level_dirs]
+    if not loaded:
+        return
+    header = {
+        k: v for k, v in loaded[0][0].items() if k not in ("users", "requests per user", "date")
+    }
+    header = {"date": loaded[-1][0]["date"], **header}
+    header["user levels"] = ", ".join(f"{lv.users} x {lv.requests_per_user}" for _, lv in loaded)
+    write_output_txt(out / "output.txt", header, [lv for _, lv in loaded])

@@ -60,11 +60,13 @@ async def stream_request(
 
 def _text(kind: str, raw: bool, event: dict[str, Any]) -> str | None:
     if kind != "gptapi":
-        return event.get("content")
-    if raw:
+        text = event.get("content")
+    elif raw:
         choices = event.get("choices") or [{}]
-        return choices[0].get("text")
-    return event.get("text")
+        text = choices[0].get("text")
+    else:
+        text = event.get("text")
+    return None if text is None else str(text)
 
 
 def _read_totals(kind: str, event: dict[str, Any], out: Streamed) -> None:

@@ -13,7 +13,8 @@ from tests.conftest import API_KEY, LiveServer, start_server, stop_server
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REQUEST_LINE = re.compile(
-    r"^user=\s*\d+\s+task=\w+\s+input=\w+ status=(\S+) latency=(\d+)ms .*rss="
+    r"^t=\+\s*[\d.]+s user=\s*\d+\s+task=\w+\s+input=\w+ status=(\S+) queue=\S+ ttft=\S+ "
+    r"latency=(\d+)ms .*rss="
 )
 
 
@@ -46,7 +47,17 @@ def test_ten_users_two_requests_each(live_server: LiveServer, tmp_path: Path) ->
     assert "errors by kind: none" in text
     assert "# model: Gemma 3 270m" in text
     assert "# engine: batched" in text
-    assert "RAM growth per added user" in text
+    assert "growth within this level" in text
+    assert re.search(r"^# commit: [0-9a-f]{7,}", text, re.M)
+    assert "# slots x context: " in text and "# prompt cache: " in text
+    # Each request line carries the server's view: queue, cached tokens, memory at start and
+    # end, and its own KV share (from the model's shapes: 18 KiB per token on this model).
+    first = next(line for line in text.splitlines() if line.startswith("t=+"))
+    fields = dict(part.split("=", 1) for part in first.split()[1:] if "=" in part)
+    assert fields["queue"].endswith("ms") and fields["cached"].isdigit()
+    assert re.fullmatch(r"\d+\.\d->\d+\.\dMiB", fields["rss"])
+    prompt_tokens, completion = (int(n) for n in fields["tokens"].split("+"))
+    assert fields["kv"] == f"{(prompt_tokens + completion) * 18 / 1024:.2f}MiB"
     raw = json.loads((out / "result.json").read_text())
     assert len(raw["requests"]) == 20
     assert len({(r["task"], r["input_id"]) for r in raw["requests"]}) == 20  # distinct inputs

@@ -2,7 +2,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from bench import engines
-from bench.engines import percentile
+from bench.compare import tables, targets
+from bench.compare.levels import Level
+from bench.stats import percentile
 from bench.workloads import distinct as prompt
 from bench.workloads import shared_instructions
 from gptapi import prompts
@@ -29,23 +31,24 @@ def test_percentile_interpolates_between_ranks() -> None:
     assert percentile(values, 1.0) == 4.0
     assert percentile(values, 0.5) == 2.5
     assert percentile([7.0], 0.95) == 7.0
+    assert percentile([], 0.5) is None
 
 
 def test_llama_server_gets_the_text_gptapi_feeds_its_engine(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     # Same text -> same prompt tokens on both sides of the comparison.
     summary = SimpleNamespace(metadata={"tokenizer.chat_template": GEMMA_TEMPLATE})
-    monkeypatch.setattr(engines, "inspect_gguf", lambda path: summary)
-    render = engines.chat_renderer(Path("instruct.gguf"))
+    monkeypatch.setattr(targets, "inspect_gguf", lambda path: summary)
+    render = targets.chat_renderer(Path("instruct.gguf"))
     assert render(prompt(3)) == prompts.generate_prompt(INSTRUCT, prompt(3)).text
 
 
 def test_base_model_prompts_go_to_llama_server_unchanged() -> None:
-    render = engines.chat_renderer(embedded_model_path())
+    render = targets.chat_renderer(embedded_model_path())
     assert render(prompt(3)) == prompt(3)
 
 
-def _level(users: int, tok_per_s: float, p95: float) -> engines.Level:
-    return engines.Level(
+def _level(users: int, tok_per_s: float, p95: float) -> Level:
+    return Level(
         users=users,
         requests=users,
         errors=0,
@@ -70,11 +73,11 @@ def test_paired_summary_compares_each_round_with_the_reference_round() -> None:
         "gptapi": [_level(10, 5.0, 30.0), _level(10, 4.0, 36.0), _level(10, 5.5, 28.0)],
         "llama-server": [_level(10, 5.0, 30.0), _level(10, 4.4, 33.0), _level(10, 5.0, 28.0)],
     }
-    lines = engines.paired_summary(results, "llama-server")
+    lines = tables.paired_summary(results, "llama-server")
     row = next(line for line in lines if line.startswith("| gptapi |"))
     assert row == (
         "| gptapi | 10 | 3 | 5.00 | 0.91 / 1.00 / 1.10 | 30.00 | 1.00 / 1.00 / 1.09 | "
-        "1.00 / 1.00 / 1.09 | nan | n/a | nan | n/a |"
+        "1.00 / 1.00 / 1.09 | n/a | n/a | n/a | n/a |"
     )
     ref_row = next(line for line in lines if line.startswith("| llama-server |"))
     assert "1.00 / 1.00 / 1.00" in ref_row
@@ -84,9 +87,18 @@ def test_a_variant_runs_the_batched_engine_again_with_its_settings() -> None:
     args = engines.parse_args(
         ["--slots", "16", "--variant", "quiet:GPTAPI_MEM_SAMPLE_S=0,GPTAPI_TRACEMALLOC=false"]
     )
-    by_name = {t.name: t for t in engines.targets(args)}
+    by_name = {t.name: t for t in targets.targets(args)}
     variant = by_name["gptapi batched (slots 16) [quiet]"]
     assert variant.env["GPTAPI_MEM_SAMPLE_S"] == "0"
     assert variant.env["GPTAPI_TRACEMALLOC"] == "false"
     assert variant.env["GPTAPI_SLOTS"] == "16"
     assert "GPTAPI_MEM_SAMPLE_S" not in by_name["gptapi batched (slots 16)"].env
+
+
+def test_llama_cpp_python_server_gets_the_rendered_text_on_v1_completions() -> None:
+    args = engines.parse_args(["--llama-cpp-python", "/usr/bin/python3", "--ctx", "512"])
+    target = next(t for t in targets.targets(args) if t.kind == "llama-cpp-python")
+    assert target.command[1:3] == ["-m", "llama_cpp.server"]
+    assert "--n_ctx" in target.command and "512" in target.command
+    body = targets.request_body(target, 3, 16)
+    assert body == {"prompt": prompt(3), "max_tokens": 16, "temperature": 0}
