@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.corpus import Corpus
 from bench.load import MIB
 from bench.plots import plot_scaling
 from bench.procs import find_server_pids, free_port, stop, wait_ready
@@ -93,6 +94,7 @@ def run_matrix(args: argparse.Namespace, out: Path) -> int:
             workers = 2 if "--workers" in cli_extra else 1
             wait_ready(f"{base_url}/ready", proc, run_dir / "server.log", times=3 * workers)
             pids = find_server_pids(base_url, proc.pid)
+            corpus = Corpus()  # levels continue where the previous one stopped
             for users in users_levels:
                 config = load_config(args, base_url, API_KEY, users)
                 print(f"[{name}] {users} users ...", file=sys.stderr, flush=True)
@@ -103,6 +105,7 @@ def run_matrix(args: argparse.Namespace, out: Path) -> int:
                     server_log=run_dir / "server-logs",
                     note=args.note,
                     label=name,
+                    corpus=corpus,
                 )
                 rows.append({"config": name, "users": users, **result})
         finally:

@@ -121,18 +121,20 @@ def plot_ratios(
     """Per engine and metric: the median of the per-round ratios to the reference, with the
     rounds' min-max spread as whiskers and every round as a dot."""
     plt = _pyplot()
-    metrics = sorted({m for by_metric in ratios.values() for m in by_metric})
+    metrics = sorted({m for by_metric in ratios.values() for m, v in by_metric.items() if v})
     engines = [e for e in ratios if e != reference]
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(metrics) * max(len(engines), 1)), 4.4))
     width = 0.8 / max(len(engines), 1)
     for k, engine in enumerate(engines):
+        labelled = False
         for m, metric in enumerate(metrics):
             values = ratios[engine].get(metric) or []
             if not values:
                 continue
             x = m + k * width
             median = percentile(values, 0.5) or 0.0
-            ax.bar(x, median, width * 0.9, color=f"C{k}", label=engine if m == 0 else None)
+            ax.bar(x, median, width * 0.9, color=f"C{k}", label=None if labelled else engine)
+            labelled = True
             ax.vlines(x, min(values), max(values), color="black", linewidth=1)
             ax.plot([x] * len(values), values, ".", color="black", markersize=4)
     ax.axhline(1, color="gray", linewidth=0.8, linestyle="--")

@@ -55,6 +55,7 @@ def execute(
     server_log: Path | None,
     note: str | None = None,
     label: str | None = None,
+    corpus: Corpus | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
     from tqdm import tqdm
@@ -66,7 +67,9 @@ def execute(
             bar.total = expected
         bar.update(done - bar.n)
 
-    run = LoadRun(config, Corpus(), pids, on_progress=progress)
+    # One corpus across the levels of one server: a level must not resend the inputs of the
+    # one before it (the prompt cache would answer them).
+    run = LoadRun(config, corpus or Corpus(), pids, on_progress=progress)
     started = time.perf_counter()
     asyncio.run(run.run())
     wall = time.perf_counter() - started
