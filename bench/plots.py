@@ -116,7 +116,7 @@ def plot_scaling(
 
 
 def plot_ratios(
-    out: Path, title: str, ratios: dict[str, dict[str, list[float]]], reference: str
+    path: Path, title: str, ratios: dict[str, dict[str, list[float]]], reference: str
 ) -> Path:
     """Per engine and metric: the median of the per-round ratios to the reference, with the
     rounds' min-max spread as whiskers and every round as a dot."""
@@ -143,7 +143,6 @@ def plot_ratios(
     ax.set_title(f"{title}\nbar: median over rounds; line: min-max; dots: each round", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = out / "ratios.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

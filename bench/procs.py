@@ -35,7 +35,6 @@ def wait_ready(
                 ready += 1
                 if ready >= times:
                     return
-                continue
         except httpx.TransportError:
             pass
         time.sleep(0.3)

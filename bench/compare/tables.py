@@ -107,6 +107,6 @@ def plot_paired(
             per_engine[name] = {
                 label: values for metric, label in PAIRED if (values := ratios(mine, ref, metric))
             }
-        path = plot_ratios(out, f"{title}, {users} users", per_engine, reference)
-        written.append(path.rename(out / f"ratios-{users}-users.png"))
+        path = out / f"ratios-{users}-users.png"
+        written.append(plot_ratios(path, f"{title}, {users} users", per_engine, reference))
     return written
