@@ -33,6 +33,7 @@ from gptapi.metrics import Metrics
 from gptapi.middleware import RequestContextMiddleware
 from gptapi.pool import InferencePool
 from gptapi.requestlog import JsonLinesLog
+from gptapi.serve import mark_worker_ready, unmark_worker_ready
 from gptapi.transport import set_header_timeout
 
 log = logging.getLogger("gptapi")
@@ -105,6 +106,7 @@ def create_app(
             token_limits=app.state.rate_limits,
             metrics=app.state.metrics,
         )
+        mark_worker_ready()
         full_ms = await asyncio.to_thread(snapshot_cost_s, 10) * 1000
         cheap_ms = await asyncio.to_thread(snapshot_cost_s, 10, fresh=False) * 1000
         log.info(
@@ -153,6 +155,7 @@ def create_app(
                     await task
             pool: InferencePool | None = app.state.pool
             app.state.pool = None
+            unmark_worker_ready()
             if pool is not None:
                 pool.close()
             app.state.request_log = None

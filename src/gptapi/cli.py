@@ -158,11 +158,15 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from gptapi.app import FATAL_FILE_ENV, SUPERVISOR_ENV
+    from gptapi.serve import READY_DIR_ENV, WORKERS_ENV
 
     with tempfile.TemporaryDirectory(prefix="gptapi-") as tmp:
         fatal = Path(tmp) / "fatal"
         os.environ[FATAL_FILE_ENV] = str(fatal)
         os.environ[SUPERVISOR_ENV] = str(os.getpid())
+        # Each worker marks itself ready there; /ready is 200 only once every worker has.
+        os.environ[READY_DIR_ENV] = tmp
+        os.environ[WORKERS_ENV] = str(args.workers)
         uvicorn.run(
             "gptapi.app:create_app_from_env",
             factory=True,

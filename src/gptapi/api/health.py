@@ -7,8 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from gptapi.api.deps import PoolDep, SettingsDep
-from gptapi.errors import EngineUnavailable
+from gptapi.errors import EngineUnavailable, ModelNotReady
 from gptapi.schemas import ErrorResponse, Health, Ready
+from gptapi.serve import workers_not_ready
 
 router = APIRouter(tags=["health"])
 
@@ -34,6 +35,9 @@ async def health() -> Health:
 async def ready(pool: PoolDep, settings: SettingsDep) -> Ready:
     if not pool.engine.healthy():
         raise EngineUnavailable()
+    loading, workers = workers_not_ready()
+    if loading:
+        raise ModelNotReady(f"the model is still loading in {loading} of {workers} workers")
     admission = pool.admission
     return Ready(
         status="ready",
