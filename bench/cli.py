@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.corpus import parse_mix
 from bench.procs import find_server_pids
-from bench.runner import default_out, execute, load_config, parse_per_user
+from bench.runner import RESULTS_DIR, default_out, execute, load_config, parse_per_user
 
 
 def _add_load_options(p: argparse.ArgumentParser) -> None:
@@ -60,7 +60,11 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=600, help="per-request client timeout (s)")
     p.add_argument("--time-cap", type=float, default=3600, help="hard end of the run (s)")
     p.add_argument(
-        "--out", type=Path, default=None, help="output folder (default bench/results/<timestamp>/)"
+        "--out",
+        type=Path,
+        default=None,
+        help=f"output folder (default {RESULTS_DIR}/<timestamp>/, git-ignored; docs/results "
+        "only when named here)",
     )
 
 

@@ -3,10 +3,11 @@ concurrency levels, for gptapi's batched engine, its pool engine, a one-at-a-tim
 when given, llama.cpp's own C++ ``llama-server`` and llama-cpp-python's own server — same model,
 same threads, one run. The parts live in ``bench/compare/``.
 
-    python -m bench.engines --users 1,4,10,40 --llama-server /path/to/llama-server
+    python -m bench.engines --users 1,4,10,40 --llama-server /path/to/llama-server --out DIR
 
 Closed loop: each simulated user sends its next request when its last one ends; every request
 has a distinct prompt; temperature 0; a fixed number of new tokens. Not a test: nothing asserts.
+Results go to DIR/engines-<timestamp>/ (default bench/results/, git-ignored).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import os
 import platform
 import sys
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from bench.compare.rounds import run_interleaved, run_target
 from bench.compare.tables import HEADER, format_row, paired_summary, plot_paired
 from bench.compare.targets import default_model, targets
 from bench.report import cpu_model
+from bench.runner import RESULTS_DIR, timestamp
 from bench.workloads import WORKLOADS
 
 
@@ -89,7 +90,13 @@ def _parser() -> argparse.ArgumentParser:
         "(gptapi through /v1/completions); for the heavy twin, whose random weights answer "
         "a chat-rendered prompt with whitespace only",
     )
-    parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS_DIR,
+        help=f"folder to write the run's engines-<timestamp>/ into (default {RESULTS_DIR}/, "
+        "git-ignored; docs/results only when named here)",
+    )
     return parser
 
 
@@ -113,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         u, _, k = pair.partition(":")
         per_user[int(u)] = int(k)
     model_name = (args.model or default_model()).name
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = timestamp()
     out_dir = args.out / f"engines-{stamp}"
     out_dir.mkdir(parents=True, exist_ok=True)
     print(HEADER, flush=True)

@@ -55,6 +55,18 @@ class LoadConfig:
     api: str = "tasks"  # "tasks": /generate-text etc.; "openai": the same inputs through /v1
 
 
+@dataclass
+class Level:
+    """One user level of a run, as output.txt and the plots show it (``summary``: see
+    ``bench.report.summarize``)."""
+
+    users: int
+    requests_per_user: Any
+    results: list[RequestResult]
+    samples: list[MemorySample]
+    summary: dict[str, Any]
+
+
 def classify(status: int, body: dict[str, Any] | None, exc: BaseException | None) -> str | None:
     """One error kind per failed request, so a run's summary can count them by cause."""
     if exc is not None:

@@ -25,8 +25,7 @@ from bench.plots import plot_scaling
 from bench.procs import find_server_pids, free_port, stop, wait_ready
 from bench.report import GROWTH_DEFINITION, load_level, render, write_levels_output
 from bench.runner import execute, load_config
-
-API_KEY = "bench-matrix-key-0123456789"
+from bench.serverenv import API_KEY, server_env
 
 
 def _configs(args: argparse.Namespace) -> dict[str, tuple[dict[str, str], list[str]]]:
@@ -54,6 +53,19 @@ def _configs(args: argparse.Namespace) -> dict[str, tuple[dict[str, str], list[s
     }
 
 
+def config_env(args: argparse.Namespace, settings: dict[str, str], run_dir: Path) -> dict[str, str]:
+    """A configuration's server settings: the bench's (bench.serverenv), its own over them, its
+    log in the run folder."""
+    return server_env(
+        threads=args.threads,
+        ctx=args.ctx,
+        request_timeout_s=args.timeout,
+        model=args.model,
+        GPTAPI_LOG_DIR=str(run_dir / "server-logs"),
+        **settings,
+    )
+
+
 def run_matrix(args: argparse.Namespace, out: Path) -> int:
     users_levels = [int(u) for u in args.users.split(",")]
     configs = _configs(args)
@@ -69,23 +81,7 @@ def run_matrix(args: argparse.Namespace, out: Path) -> int:
         base_url = f"http://127.0.0.1:{port}"
         run_dir = out / name
         run_dir.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            "GPTAPI_API_KEYS": API_KEY,
-            "GPTAPI_N_THREADS": str(args.threads),
-            "GPTAPI_N_CTX": str(args.ctx),
-            "GPTAPI_MAX_QUEUE": "10000",
-            "GPTAPI_RATE_LIMIT": "1000000/minute",
-            "GPTAPI_RATE_LIMIT_BURST": "1000000/second",
-            "GPTAPI_RATE_LIMIT_UNAUTHENTICATED": "1000000/minute",
-            "GPTAPI_TOKEN_RATE_LIMIT": "1000000000/minute",
-            "GPTAPI_MAX_INFLIGHT_PER_KEY": "100000",
-            "GPTAPI_REQUEST_TIMEOUT_S": str(args.timeout),
-            "GPTAPI_LOG_DIR": str(run_dir / "server-logs"),
-            **env_extra,
-        }
-        if args.model:
-            env["GPTAPI_MODEL_PATH"] = str(args.model)
+        env = {**os.environ, **config_env(args, env_extra, run_dir)}
         cmd = [sys.executable, "-m", "gptapi.cli", "serve", "--port", str(port), *cli_extra]
         with (run_dir / "server.log").open("wb") as log:
             proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)

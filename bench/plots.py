@@ -4,13 +4,10 @@ in the title, titles naming model and configuration, ticks where requests starte
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bench.load import MIB
+from bench.load import MIB, Level
 from bench.stats import percentile
-
-if TYPE_CHECKING:
-    from bench.report import Level
 
 
 def _pyplot() -> Any:

@@ -9,13 +9,14 @@ import json
 import os
 import platform
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.kvshape import KvShape, kv_shape
-from bench.load import MIB, LoadConfig, LoadRun, RequestResult
+from bench.load import MIB, Level, LoadConfig, LoadRun, RequestResult
+from bench.plots import plot_run
 from bench.procs import MemorySample
 from bench.stats import percentile
 
@@ -31,17 +32,6 @@ KV_DEFINITION = (
     "token from the model's shapes; sliding-window layers hold at most their window): its share "
     "of memory allocated at start-up, not new memory"
 )
-
-
-@dataclass
-class Level:
-    """One user level of a run, as output.txt shows it."""
-
-    users: int
-    requests_per_user: Any
-    results: list[RequestResult]
-    samples: list[MemorySample]
-    summary: dict[str, Any]
 
 
 def cpu_model() -> str:
@@ -304,8 +294,6 @@ def _result_fields(record: dict[str, Any]) -> dict[str, Any]:
 
 def render(run_dir: Path) -> None:
     """Rewrite output.txt, the plots and report.md of one run folder from its result.json."""
-    from bench.plots import plot_run
-
     header, level = load_level(run_dir)
     write_output_txt(run_dir / "output.txt", header, [level])
     plots = plot_run(run_dir, header, level)

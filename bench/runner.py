@@ -83,5 +83,14 @@ def execute(
     return write_run(out, run, info, wall)
 
 
+# Where a bench command writes when no --out names a folder: git-ignored, never docs/ (a run
+# that is to be published is written there on purpose, e.g. --out docs/results/NAME).
+RESULTS_DIR = Path("bench/results")
+
+
+def timestamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
 def default_out() -> Path:
-    return Path("bench/results") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return RESULTS_DIR / timestamp()

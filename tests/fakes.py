@@ -1,5 +1,6 @@
 """A fake engine for the fast tier: it stands in for llama.cpp so the code around the engine
-(edge, pipeline, pool) can be tested in process in seconds. It proves nothing about the engine."""
+(edge, pipeline, gateway) can be tested in process in seconds. It proves nothing about the
+engine."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ class FakeEngine:
     failure: type[EngineError] = EngineError  # what fail_after raises
     prompts: list[tuple[PromptPart, ...]] = field(default_factory=list)
     params: list[SamplingParams] = field(default_factory=list)
+    scopes: list[str] = field(default_factory=list)
     running: int = 0
     alive: bool = True
 
@@ -61,9 +63,10 @@ class FakeEngine:
         return list(range(1, 1 + sum(len(p.text.split()) for p in parts)))
 
     async def generate(
-        self, tokens: list[int], params: SamplingParams
+        self, tokens: list[int], params: SamplingParams, *, scope: str = ""
     ) -> AsyncGenerator[Delta, None]:
         self.params.append(params)
+        self.scopes.append(scope)
         self.running += 1
         try:
             for i in range(1, params.max_tokens + 1):

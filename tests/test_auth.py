@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from gptapi.auth import KeyStore, key_id_of
 from gptapi.config import Settings
+from gptapi.edge.auth import KeyStore, key_id_of
 
 pytestmark = pytest.mark.fast
 

@@ -4,8 +4,8 @@ one process, in Redis across replicas (fast tier: no model)."""
 import pytest
 
 from gptapi.config import Settings
+from gptapi.edge.ratelimit import RateLimits
 from gptapi.errors import TokenBudgetExhausted
-from gptapi.limits import RateLimits
 
 
 def test_prompt_tokens_are_taken_completions_counted_and_a_prompt_that_does_not_fit_refused() -> (

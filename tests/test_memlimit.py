@@ -10,9 +10,9 @@ import pytest
 
 from gptapi.engine import SamplingParams
 from gptapi.errors import ServerBusy
-from gptapi.memlimit import MemoryLimit
-from gptapi.pool import InferencePool
-from gptapi.requestlog import RequestRecord
+from gptapi.gateway import Gateway
+from gptapi.telemetry.headroom import MemoryLimit
+from gptapi.telemetry.requestlog import RequestRecord
 from tests.fakes import FakeEngine
 
 pytestmark = pytest.mark.fast
@@ -75,14 +75,14 @@ def test_the_guard_refuses_with_503_when_the_cgroup_is_nearly_full(tmp_path: Pat
     root = tmp_path / "sys"
     d = cgroup(root, "svc", {"memory.max": str(1024 * MIB), "memory.current": str(1000 * MIB)})
     limit = MemoryLimit.detect(root, self_cgroup(tmp_path, "0::/svc\n"))
-    pool = InferencePool(
+    gateway = Gateway(
         FakeEngine(), max_queue=4, request_timeout_s=10, min_free_bytes=64 * MIB,
         memory_limit=limit,
     )  # fmt: skip
     record = RequestRecord(request_id="r", route="/x", method="POST", key_id="k")
 
     async def one() -> str:
-        result = await pool.complete("hi there", SamplingParams(max_tokens=2), record=record)
+        result = await gateway.complete("hi there", SamplingParams(max_tokens=2), record=record)
         return result.text
 
     with pytest.raises(ServerBusy, match="24 MiB available, below the 64 MiB guard"):

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from gptapi import memory
+from gptapi.telemetry import memory
 
 
 def test_snapshot_reads_every_field_on_linux() -> None:

@@ -1,4 +1,4 @@
-"""The pool's order of checks and its events, with a fake engine (fast tier: no claim about the
+"""The gateway's order of checks and its events, with a fake engine (fast tier: no claim about the
 real engine, only about the code around it)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 from gptapi.engine import Delta, SamplingParams
 from gptapi.errors import KeyBusy, ServerBusy, TokenBudgetExhausted
-from gptapi.pool import Completion, InferencePool, Waiting
-from gptapi.requestlog import RequestRecord
+from gptapi.gateway import Completion, Gateway, Waiting
+from gptapi.telemetry.requestlog import RequestRecord
 from tests import fakes
 
 pytestmark = pytest.mark.fast
@@ -33,7 +33,7 @@ class FakeEngine(fakes.FakeEngine):
         return len(self.prompts)
 
     async def generate(
-        self, tokens: list[int], params: SamplingParams
+        self, tokens: list[int], params: SamplingParams, *, scope: str = ""
     ) -> AsyncGenerator[Delta, None]:
         yield Delta("", 0, None, 0, prompt_done=len(tokens) // 2)
         await self.release.wait()
@@ -59,24 +59,24 @@ def record(key: str = "k") -> RequestRecord:
     return RequestRecord(request_id="r", route="/x", method="POST", key_id=key)
 
 
-def make_pool(engine: FakeEngine, **kwargs: object) -> InferencePool:
+def make_pool(engine: FakeEngine, **kwargs: object) -> Gateway:
     options: dict[str, object] = {"max_queue": 1, "request_timeout_s": 30, **kwargs}
-    return InferencePool(engine, **options)  # type: ignore[arg-type]
+    return Gateway(engine, **options)  # type: ignore[arg-type]
 
 
-async def events_of(pool: InferencePool, prompt: str, key: str = "k") -> list[object]:
-    return [e async for e in pool.stream(prompt, PARAMS, record=record(key))]
+async def events_of(gateway: Gateway, prompt: str, key: str = "k") -> list[object]:
+    return [e async for e in gateway.stream(prompt, PARAMS, record=record(key))]
 
 
 def test_a_full_server_refuses_before_tokenizing() -> None:
     async def scenario() -> None:
         engine = FakeEngine()
-        pool = make_pool(engine, max_queue=0)
-        running = pool.stream("one two three", PARAMS, record=record())
+        gateway = make_pool(engine, max_queue=0)
+        running = gateway.stream("one two three", PARAMS, record=record())
         assert isinstance(await anext(running), Waiting)  # admitted: holds the only slot
         assert engine.tokenized == 1
         with pytest.raises(ServerBusy):
-            await events_of(pool, "four five")
+            await events_of(gateway, "four five")
         assert engine.tokenized == 1  # refused without tokenizing
         await running.aclose()
 
@@ -86,13 +86,13 @@ def test_a_full_server_refuses_before_tokenizing() -> None:
 def test_a_key_over_its_cap_is_refused_before_tokenizing() -> None:
     async def scenario() -> None:
         engine = FakeEngine()
-        pool = make_pool(engine, max_queue=5, max_per_key=1)
-        running = pool.stream("one two", PARAMS, record=record("A"))
+        gateway = make_pool(engine, max_queue=5, max_per_key=1)
+        running = gateway.stream("one two", PARAMS, record=record("A"))
         await anext(running)
         with pytest.raises(KeyBusy):
-            await events_of(pool, "three", key="A")
+            await events_of(gateway, "three", key="A")
         assert engine.tokenized == 1
-        other = pool.stream("three four", PARAMS, record=record("B"))
+        other = gateway.stream("three four", PARAMS, record=record("B"))
         assert await anext(other) == Waiting(queue_position=1, prompt_done=0, prompt_tokens=2)
         await other.aclose()
         await running.aclose()
@@ -103,10 +103,10 @@ def test_a_key_over_its_cap_is_refused_before_tokenizing() -> None:
 def test_queued_request_gets_waiting_events_with_its_position_then_tokens() -> None:
     async def scenario() -> None:
         engine = FakeEngine()
-        pool = make_pool(engine, keepalive_s=0.01)
-        first = asyncio.create_task(events_of(pool, "a b c d"))
+        gateway = make_pool(engine, keepalive_s=0.01)
+        first = asyncio.create_task(events_of(gateway, "a b c d"))
         await asyncio.sleep(0.01)
-        second = asyncio.create_task(events_of(pool, "e f g h i j"))
+        second = asyncio.create_task(events_of(gateway, "e f g h i j"))
         await asyncio.sleep(0.1)  # queued behind `first` for several keepalive periods
         engine.release.set()
         seen = await second
@@ -123,8 +123,8 @@ def test_queued_request_gets_waiting_events_with_its_position_then_tokens() -> N
 def test_prompt_progress_is_reported_while_the_prompt_is_computed() -> None:
     async def scenario() -> None:
         engine = FakeEngine()
-        pool = make_pool(engine, keepalive_s=0.01)
-        stream = pool.stream("a b c d e f", PARAMS, record=record())
+        gateway = make_pool(engine, keepalive_s=0.01)
+        stream = gateway.stream("a b c d e f", PARAMS, record=record())
         assert await anext(stream) == Waiting(0, 0, 6)  # admitted at once
         await asyncio.sleep(0.02)  # a keepalive period passes before the engine's progress
         assert await anext(stream) == Waiting(0, 3, 6)
@@ -140,14 +140,14 @@ def test_token_budget_refuses_a_prompt_that_does_not_fit_and_counts_completions(
         engine = FakeEngine()
         engine.release.set()
         budget = Budget(tokens=5)
-        pool = make_pool(engine, token_limits=budget)
-        events = await events_of(pool, "a b c")
+        gateway = make_pool(engine, token_limits=budget)
+        events = await events_of(gateway, "a b c")
         assert isinstance(events[-1], Completion)
         assert budget.left == 2
         with pytest.raises(TokenBudgetExhausted):
-            await events_of(pool, "d e f")
+            await events_of(gateway, "d e f")
         await asyncio.sleep(0.05)  # completion tokens are counted off the event loop
         assert budget.counted == [4]
-        assert pool.admission.busy == 0 and pool.admission.in_flight("k") == 0
+        assert gateway.admission.busy == 0 and gateway.admission.in_flight("k") == 0
 
     asyncio.run(scenario())

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from gptapi.requestlog import JsonLinesLog
+from gptapi.telemetry.requestlog import JsonLinesLog
 
 pytestmark = pytest.mark.fast
 

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from bench.compare.targets import API_KEY, Target, request_body
+from bench.compare.targets import Target, request_body
 from bench.procs import MemoryReader
+from bench.serverenv import API_KEY
 from bench.stats import percentile
 from bench.streamed import stream_request
 

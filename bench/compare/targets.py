@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.serverenv import server_env
 from bench.workloads import WORKLOADS, Workload, distinct
 from gptapi.modelfile import inspect_gguf
 from gptapi.prompts import render_template
 
-API_KEY = "bench-key-0123456789abcdef"
 # Where each kind of server says it is ready.
 READY_PATH = {"gptapi": "/ready", "llama-server": "/health", "llama-cpp-python": "/v1/models"}
 
@@ -51,21 +51,14 @@ def request_body(target: Target, i: int, new_tokens: int) -> dict[str, Any]:
 
 def targets(args: argparse.Namespace) -> list[Target]:
     gptapi = [sys.executable, "-m", "gptapi.cli", "serve", "--port", "{port}"]
-    base_env = {
-        "GPTAPI_API_KEYS": API_KEY,
-        "GPTAPI_N_THREADS": str(args.threads),
-        "GPTAPI_N_CTX": str(args.ctx),
-        "GPTAPI_MAX_QUEUE": "1000",
-        "GPTAPI_RATE_LIMIT": "1000000/minute",
-        "GPTAPI_RATE_LIMIT_BURST": "1000000/second",
-        "GPTAPI_RATE_LIMIT_UNAUTHENTICATED": "1000000/minute",
-        "GPTAPI_TOKEN_RATE_LIMIT": "1000000000/minute",
-        "GPTAPI_MAX_INFLIGHT_PER_KEY": "100000",
-        "GPTAPI_REQUEST_TIMEOUT_S": "3600",
-        "GPTAPI_LOG_LEVEL": "warning",
-    }
-    if args.model:
-        base_env["GPTAPI_MODEL_PATH"] = str(args.model)
+    # The client waits up to an hour for an answer (levels.py): the server may take as long.
+    base_env = server_env(
+        threads=args.threads,
+        ctx=args.ctx,
+        request_timeout_s=3600,
+        model=args.model,
+        GPTAPI_LOG_LEVEL="warning",
+    )
 
     def batched(slots: int, label: str = "", **extra: str) -> Target:
         name = f"gptapi batched (slots {slots})" + (f" [{label}]" if label else "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +16,28 @@ DEFAULT_MODEL_FILE = "google_gemma-3-4b-it-Q8_0.gguf"
 def physical_cores() -> int:
     """Physical cores, because llama.cpp threads spin-wait and hyper-threads only add contention."""
     return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+
+
+_KEY_ID = re.compile(r"^[0-9a-f]{8}$")
+
+
+def cache_groups(spec: str) -> dict[str, str] | None:
+    """``GPTAPI_PROMPT_CACHE_GROUPS`` as key id -> group name; None for '*' (one group)."""
+    spec = spec.strip()
+    if spec == "*":
+        return None
+    groups: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        name, sep, members = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"expected 'group=keyid,keyid', got {part!r}")
+        for key_id in filter(None, (m.strip().lower() for m in members.split(","))):
+            if not _KEY_ID.match(key_id):
+                raise ValueError(f"{key_id!r} is not a key id (8 hex characters, as logged)")
+            if key_id in groups:
+                raise ValueError(f"key id {key_id} is in two groups")
+            groups[key_id] = name.strip()
+    return groups
 
 
 class Settings(BaseSettings):
@@ -111,6 +134,13 @@ class Settings(BaseSettings):
         description="Host RAM for prompt KV kept after requests end, so a later request with the "
         "same prefix (system prompt, earlier turns, a retry) skips computing it; LRU, 0 = off.",
     )
+    prompt_cache_groups: str = Field(
+        "",
+        description="Keys whose requests may reuse each other's computed prompts (prompt cache "
+        "and concurrent prefix sharing), as 'group=keyid,keyid;group2=keyid', key ids as in the "
+        "logs (8 hex chars), or '*' for all keys. Empty (default): each key reuses only its "
+        "own, since a reused prefix shows in cached_tokens and TTFT (a side channel).",
+    )
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field(
         "f16",
         description="Precision of the KV cache: q8_0 halves its RAM (q4_0 quarters it) at a small "
@@ -204,6 +234,12 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("prompt_cache_groups")
+    @classmethod
+    def _valid_cache_groups(cls, value: str) -> str:
+        cache_groups(value)  # raises ValueError with the reason
+        return value
+
     @field_validator(
         "rate_limit", "rate_limit_burst", "rate_limit_unauthenticated", "token_rate_limit"
     )
@@ -247,6 +283,16 @@ class Settings(BaseSettings):
         le=600,
         description="Time a client has to send a request's headers (on a new connection, or "
         "once the next request on a kept-alive one starts); slower ones are disconnected.",
+    )
+    max_header_bytes: int = Field(
+        32 * 2**10,
+        ge=2**10,
+        le=2**20,
+        description="Most bytes of a request's head (request line and headers); beyond: 431 and "
+        "the connection closed, before authentication, as soon as the excess arrives.",
+    )
+    max_headers: int = Field(
+        100, ge=8, le=1000, description="Most header lines in a request; beyond: 431."
     )
     keepalive_timeout_s: float = Field(
         5.0, gt=0, le=600, description="An idle kept-alive connection is closed after this."

@@ -1,23 +1,21 @@
-"""Domain exceptions, the one table mapping them to HTTP, and the one renderer of the one JSON
-error shape, ``{"error": {"type", "message", "code", "request_id"}}``.
+"""Domain exceptions and the one table mapping them to HTTP statuses and error types, with the
+one JSON error shape, ``{"error": {"type", "message", "code", "request_id"}}``.
 
-Every refusal is one of these exceptions, raised wherever it is found (ASGI guards, routes,
-the pool); ``render_error`` writes them all, and the stream error event uses the same table.
-On ``/v1`` the statuses are OpenAI's: every invalid request is a 400.
+Every refusal is one of these exceptions, raised wherever it is found (the edge, routes, the
+gateway, the engine's adapters); ``edge.responses`` renders them all, and the stream error event
+uses the same table. On ``/v1`` the statuses are OpenAI's: every invalid request is a 400. No
+web framework is imported here.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
-
-log = logging.getLogger("gptapi.errors")
+# Why a request was refused before generating (gptapi_refusals_total{reason}).
+RefusalReason = Literal[
+    "queue_full", "draining", "key_in_flight", "low_memory", "context_length", "token_rate",
+    "kv_full", "engine_unavailable",
+]  # fmt: skip
 
 
 class GptapiError(Exception):
@@ -78,6 +76,12 @@ class BodyTooLarge(GptapiError):
         super().__init__(message, headers={"Connection": "close"})
 
 
+class HeadersTooLarge(GptapiError):
+    """Refused by the HTTP protocol itself, before any ASGI layer (``edge.transport``)."""
+
+    code = "headers_too_large"
+
+
 class BodyTimeout(GptapiError):
     code = "body_timeout"
 
@@ -112,7 +116,9 @@ class InternalError(GptapiError):
 class ServerBusy(GptapiError):
     code = "server_busy"
 
-    def __init__(self, message: str, retry_after_s: int, *, reason: str = "queue_full") -> None:
+    def __init__(
+        self, message: str, retry_after_s: int, *, reason: RefusalReason = "queue_full"
+    ) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
         self.reason = reason
 
@@ -184,6 +190,7 @@ ERROR_TABLE: dict[type[GptapiError], tuple[int, str]] = {
     UnsupportedMediaType: (415, "invalid_request_error"),
     BodyTooLarge: (413, "invalid_request_error"),
     BodyTimeout: (408, "invalid_request_error"),
+    HeadersTooLarge: (431, "invalid_request_error"),
     NotFound: (404, "invalid_request_error"),
     MethodNotAllowed: (405, "invalid_request_error"),
     InternalError: (500, "server_error"),
@@ -203,14 +210,15 @@ _V1_PREFIX = "/v1/"
 
 def status_for(exc: GptapiError, path: str = "") -> tuple[int, str]:
     """HTTP status and error type: the table's entry for the nearest class, with OpenAI's 400
-    for every invalid request on /v1 (its clients raise BadRequestError for it)."""
+    for every invalid request on /v1 (its clients raise BadRequestError for it): too large,
+    not JSON (415 elsewhere) and schema errors alike."""
     status, type_ = next(
         (ERROR_TABLE[cls] for cls in type(exc).__mro__ if cls in ERROR_TABLE),
         (500, "server_error"),
     )
     if isinstance(exc, HttpRefusal):
         status, type_ = exc.status, "invalid_request_error" if exc.status < 500 else "server_error"
-    if path.startswith(_V1_PREFIX) and status in (413, 422):
+    if path.startswith(_V1_PREFIX) and status in (413, 415, 422):
         status = 400
     return status, type_
 
@@ -219,79 +227,3 @@ def error_body(
     *, type_: str, message: str, code: str, request_id: str | None
 ) -> dict[str, dict[str, Any]]:
     return {"error": {"type": type_, "message": message, "code": code, "request_id": request_id}}
-
-
-def error_response(exc: GptapiError, state: dict[str, Any], path: str) -> JSONResponse:
-    """The one renderer. Notes the error code as the request's end reason for the log."""
-    record = state.get("record")
-    if record is not None and record.end_reason is None:
-        record.end_reason = exc.code
-    status, type_ = status_for(exc, path)
-    request_id = state.get("request_id")
-    body = error_body(type_=type_, message=exc.message, code=exc.code, request_id=request_id)
-    return JSONResponse(body, status_code=status, headers=exc.headers or None)
-
-
-async def render_error(scope: Scope, receive: Receive, send: Send, exc: GptapiError) -> None:
-    """The renderer for ASGI middleware, which answers before routing."""
-    response = error_response(exc, scope.setdefault("state", {}), scope["path"])
-    await response(scope, receive, send)
-
-
-def _state(request: Request) -> dict[str, Any]:
-    state: dict[str, Any] = request.scope.setdefault("state", {})
-    return state
-
-
-async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, GptapiError)
-    return error_response(exc, _state(request), request.url.path)
-
-
-def _describe_validation(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        # Drop the leading "body" so the location reads like the client's own JSON.
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts)
-
-
-async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    if any(err.get("type") == "json_invalid" for err in exc.errors()):
-        # Not JSON at all is a malformed request (400), like bad UTF-8 or absurd nesting;
-        # 422 is for JSON that breaks the schema.
-        domain: GptapiError = NotJson(
-            f"request body is not valid JSON: {_describe_validation(exc)}"
-        )
-    else:
-        domain = InvalidRequest(_describe_validation(exc))
-    return error_response(domain, _state(request), request.url.path)
-
-
-async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
-    # Starlette's and FastAPI's own refusals: routing, and bodies it cannot read.
-    assert isinstance(exc, StarletteHTTPException)
-    domain: GptapiError
-    if exc.status_code == 405:
-        domain = MethodNotAllowed("method not allowed", headers=dict(exc.headers or {}))
-    elif exc.status_code == 404:
-        domain = NotFound("not found")
-    elif exc.status_code == 400:
-        domain = NotJson("the request body could not be read")
-    else:
-        domain = HttpRefusal(exc.status_code, headers=dict(exc.headers or {}))
-    return error_response(domain, _state(request), request.url.path)
-
-
-async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error in request %s", _state(request).get("request_id"), exc_info=exc)
-    return error_response(InternalError(), _state(request), request.url.path)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(GptapiError, _on_domain_error)
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(Exception, _on_unexpected)

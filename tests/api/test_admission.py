@@ -103,10 +103,16 @@ def test_request_past_its_time_limit_gets_504_and_frees_its_slot(tmp_path: Path)
             assert r.status_code == 504
             assert r.json()["error"]["code"] == "request_timeout"
             wait_for(server, busy=0, queued=0, within_s=5)
-            assert (
-                c.post("/generate-text", json={"prompt": "Hi", "max_tokens": 2}).status_code == 200
-            )
-        assert "timeout after 1.5 s" in server.log.read_text()
+            follow_up = c.post("/generate-text", json={"prompt": "Hi", "max_tokens": 2})
+        log = server.log.read_text()
+        assert "timeout after 1.5 s" in log
+        # The engine's one slot is free: the next request decodes. On a loaded machine even two
+        # tokens may take longer than 1.5 s; then its own timeout line shows it got the slot.
+        if follow_up.status_code != 200:
+            assert follow_up.status_code == 504, follow_up.text
+            last = log.strip().splitlines()
+            timeouts = [line for line in last if "timeout after 1.5 s" in line]
+            assert len(timeouts) == 2 and "(0 tokens generated)" not in timeouts[-1], log
     finally:
         stop_server(server)
 

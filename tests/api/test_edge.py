@@ -31,7 +31,7 @@ def serve(engine: FakeEngine, **overrides: object) -> Iterator[TestClient]:
         # The engine "loads" in a thread. Not polled over HTTP: /ready would spend the
         # per-address budgets some tests count.
         deadline = time.monotonic() + 30
-        while client.app.state.pool is None:  # type: ignore[attr-defined]
+        while client.app.state.gateway is None:  # type: ignore[attr-defined]
             assert time.monotonic() < deadline, "the fake engine did not load"
             time.sleep(0.01)
         yield client
@@ -185,7 +185,9 @@ def test_an_error_inside_a_stream_is_typed_like_the_json_error() -> None:
 
 
 def test_the_catch_all_and_routing_errors_use_the_one_shape(client: TestClient) -> None:
-    assert_error(client.get("/nope"), 404, "not_found")
+    # Closed by default: a path no route serves is for key holders only.
+    assert_error(client.get("/nope"), 401, "invalid_api_key")
+    assert_error(client.get("/nope", headers=AUTH), 404, "not_found")
     assert_error(client.delete("/v1/models", headers=AUTH), 405, "method_not_allowed")
     big = b'{"prompt": "' + b"a" * (300 * 2**10) + b'"}'
     r = client.post(

@@ -63,7 +63,7 @@ def test_ready_turns_503_when_the_scheduler_thread_is_gone() -> None:
             time.sleep(0.1)
         good = {"prompt": "The capital of France is", "max_tokens": 2}
         assert c.post("/generate-text", json=good, headers=auth).status_code == 200
-        scheduler = app.state.pool.engine._schedulers[0]
+        scheduler = app.state.gateway.engine._schedulers[0]
         scheduler._stopping.set()
         scheduler._thread.join(30)
         ready = c.get("/ready")

@@ -149,3 +149,58 @@ def test_forty_concurrent_users_with_the_cache_on_all_get_an_answer(
     assert [status for status, _ in results] == [200] * 40
     # Not computed 40 times: shared between running requests or restored from the cache.
     assert sum(cached for _, cached in results) > 39 * 100
+
+
+OTHER_KEY = "other-key-0123456789abcdef"
+
+
+def _cached(server: LiveServer, key: str, prompt: str) -> int:
+    oai = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=key, timeout=120)
+    usage = oai.completions.create(model="m", prompt=prompt, max_tokens=1, temperature=0).usage
+    assert usage is not None and usage.prompt_tokens_details is not None
+    return int(usage.prompt_tokens_details.cached_tokens or 0)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_computed_prompts_are_reused_only_by_the_key_that_computed_them(
+    tmp_path: Path, grouped: bool
+) -> None:
+    """Key B must not learn how much of key A's prompt it guessed (cached_tokens, TTFT): the
+    prompt cache and concurrent prefix sharing are per key unless a group says otherwise."""
+    from gptapi.edge.auth import digest, key_id_of
+
+    groups = ""
+    if grouped:
+        groups = "team=" + ",".join(key_id_of(digest(k)) for k in (API_KEY, OTHER_KEY))
+    server = start_server(
+        tmp_path,
+        env={"GPTAPI_API_KEYS": f"{API_KEY},{OTHER_KEY}", "GPTAPI_PROMPT_CACHE_GROUPS": groups},
+    )
+    try:
+        secret = f"[{uuid.uuid4()}] " + INSTRUCTIONS + "\nThe PIN of the vault is 4071."
+        assert _cached(server, API_KEY, secret) == 0
+        assert _cached(server, API_KEY, secret) > 0  # the key itself reuses its prompt
+        guess = _cached(server, OTHER_KEY, secret)
+        if grouped:
+            assert guess > 0
+        else:
+            assert guess == 0
+            # Nor does it while A's request runs: concurrent prefix sharing is per key too.
+            prompt = f"[{uuid.uuid4()}] " + INSTRUCTIONS * 3 + "\nQ: Who?\nA:"
+
+            async def both() -> list[int]:
+                async def one(key: str) -> int:
+                    oai = openai.AsyncOpenAI(
+                        base_url=f"{server.base_url}/v1", api_key=key, timeout=120
+                    )
+                    r = await oai.completions.create(
+                        model="m", prompt=prompt, max_tokens=1, temperature=0
+                    )
+                    assert r.usage is not None and r.usage.prompt_tokens_details is not None
+                    return int(r.usage.prompt_tokens_details.cached_tokens or 0)
+
+                return list(await asyncio.gather(one(API_KEY), one(OTHER_KEY)))
+
+            assert asyncio.run(both()) == [0, 0]
+    finally:
+        stop_server(server)

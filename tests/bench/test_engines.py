@@ -1,5 +1,8 @@
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
+
+import pytest
 
 from bench import engines
 from bench.compare import tables, targets
@@ -102,3 +105,41 @@ def test_llama_cpp_python_server_gets_the_rendered_text_on_v1_completions() -> N
     assert "--n_ctx" in target.command and "512" in target.command
     body = targets.request_body(target, 3, 16)
     assert body == {"prompt": prompt(3), "max_tokens": 16, "temperature": 0}
+
+
+def test_results_go_under_the_named_folder_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # No server is started: each engine's run is replaced by one level per user count.
+    ran: list[str] = []
+
+    def run_target(
+        target: targets.Target, users_levels: list[int], _: object, __: object, logs: Path
+    ) -> list[Level]:
+        ran.append(target.name)
+        assert logs.parent.parent == tmp_path / "mine"
+        return [_level(u, 10.0, 1.0) for u in users_levels]
+
+    monkeypatch.setattr(engines, "run_target", run_target)
+    monkeypatch.chdir(tmp_path)  # anything written to a default path would land here
+    out = tmp_path / "mine"
+    argv = ["--model", "m.gguf", "--users", "1,4", "--only", "pool", "--out", str(out)]
+    assert engines.main(argv) == 0
+    assert ran == ["gptapi pool (2 contexts)"]
+    (run_dir,) = out.iterdir()
+    assert run_dir.name.startswith("engines-")
+    assert {p.name for p in run_dir.iterdir()} == {"engines.md", "engines.json"}
+    assert "| gptapi pool (2 contexts) | 4 |" in (run_dir / "engines.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_without_out_results_go_to_the_ignored_folder_not_docs() -> None:
+    out = engines.parse_args([]).out
+    assert out == Path("bench/results")
+    assert "docs" not in out.parts
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(out / "engines-x" / "engines.md")],
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=30,
+    )
+    assert ignored.returncode == 0, f"{out} is not git-ignored"

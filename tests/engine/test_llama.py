@@ -62,7 +62,7 @@ def test_info_reports_the_per_slot_context_and_the_model() -> None:
 LOAD_AND_REPORT = """
 from gptapi.config import Settings
 from gptapi.engine.llama import load_engine
-from gptapi.memory import snapshot
+from gptapi.telemetry.memory import snapshot
 engine = load_engine(Settings(slots=1, n_ctx=256, use_mmap={use_mmap}))
 s = snapshot()
 print(s.rss_anon_bytes, s.rss_file_bytes)

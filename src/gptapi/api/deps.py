@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from gptapi.config import Settings
-from gptapi.errors import ModelNotReady
-from gptapi.pool import InferencePool
+from gptapi.errors import AuthenticationError, ModelNotReady
+from gptapi.gateway import Gateway
 
 
 def get_settings(request: Request) -> Settings:
@@ -16,12 +16,21 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_pool(request: Request) -> InferencePool:
-    pool: InferencePool | None = request.app.state.pool
-    if pool is None:
+def get_gateway(request: Request) -> Gateway:
+    gateway: Gateway | None = request.app.state.gateway
+    if gateway is None:
         raise ModelNotReady()
-    return pool
+    return gateway
 
 
+def get_key_id(request: Request) -> str:
+    """The key id ``edge.auth.Authentication`` set: every path outside the open ones has one."""
+    key_id: str | None = getattr(request.state, "key_id", None)
+    if key_id is None:  # pragma: no cover - a route on an open path asking for a key
+        raise AuthenticationError("missing API key")
+    return key_id
+
+
+KeyDep = Annotated[str, Depends(get_key_id)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-PoolDep = Annotated[InferencePool, Depends(get_pool)]
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]

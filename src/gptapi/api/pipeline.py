@@ -25,9 +25,9 @@ from gptapi.api.sse import error_event, first_event, keepalive, sse_event
 from gptapi.config import Settings
 from gptapi.engine import Delta, SamplingParams
 from gptapi.errors import GptapiError, InputTooLarge, InvalidRequest
-from gptapi.pool import Completion, InferencePool, Waiting
+from gptapi.gateway import Completion, Gateway, Waiting
 from gptapi.prompts import TaskPrompt
-from gptapi.requestlog import RequestRecord
+from gptapi.telemetry.requestlog import RequestRecord
 
 log = logging.getLogger("gptapi.api")
 _WRITE_GRACE_S = 5.0
@@ -133,7 +133,7 @@ Events = AsyncGenerator[Delta | Waiting | Completion, None]
 
 
 async def run(
-    request: Request, pool: InferencePool, settings: Settings, job: GenerationJob, shape: Shape
+    request: Request, gateway: Gateway, settings: Settings, job: GenerationJob, shape: Shape
 ) -> BaseModel | StreamingResponse:
     record: RequestRecord = request.state.record
     record.task = job.task
@@ -141,7 +141,7 @@ async def run(
         loop = asyncio.get_running_loop()
         # A little after the request's own deadline, so its timeout error event still goes out.
         deadline = loop.time() + settings.request_timeout_s + _WRITE_GRACE_S
-        events = pool.stream(job.prompt.parts, job.params, record=record)
+        events = gateway.stream(job.prompt.parts, job.params, record=record)
         # Refusals (busy, key cap, too long, token budget) happen before the first event, so
         # they are still proper HTTP errors rather than errors inside a 200 stream.
         first = await cancel_on_disconnect(request, first_event(events))
@@ -153,7 +153,7 @@ async def run(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     result = await cancel_on_disconnect(
-        request, pool.complete(job.prompt.parts, job.params, record=record)
+        request, gateway.complete(job.prompt.parts, job.params, record=record)
     )
     if settings.log_text:
         record.text = {"prompt": job.prompt.text, "output": result.text}
@@ -219,7 +219,7 @@ class DeadlineStreamingResponse(StreamingResponse):
         except TimeoutError:
             if not stalled:
                 raise
-            self.record.end_reason = "client_stalled"
+            self.record.end("client_stalled")
             log.warning(
                 "request %s ended: the client stopped reading; stream closed at the deadline",
                 self.record.request_id,

@@ -7,8 +7,8 @@ from collections.abc import AsyncGenerator
 from typing import Any, TypeVar
 
 from gptapi.errors import GptapiError, error_body, status_for
-from gptapi.pool import Waiting
-from gptapi.requestlog import RequestRecord
+from gptapi.gateway import Waiting
+from gptapi.telemetry.requestlog import RequestRecord
 
 T = TypeVar("T")
 
@@ -38,7 +38,7 @@ def keepalive(waiting: Waiting) -> bytes:
 def error_event(record: RequestRecord, exc: GptapiError) -> bytes:
     """A failure after the 200 went out: the last event of the stream, in the one error shape,
     typed as the same error would be in a JSON response (a timeout is a timeout_error)."""
-    record.end_reason = exc.code
+    record.end(exc.code)
     _, type_ = status_for(exc)
     return sse_event(
         error_body(type_=type_, message=exc.message, code=exc.code, request_id=record.request_id)

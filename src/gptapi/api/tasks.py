@@ -10,12 +10,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from gptapi import prompts
-from gptapi.api.deps import PoolDep, SettingsDep
+from gptapi.api.deps import GatewayDep, KeyDep, SettingsDep
 from gptapi.api.pipeline import Sampling, make_job, run
-from gptapi.config import Settings
-from gptapi.limits import RateLimitedKey
-from gptapi.pool import Completion, InferencePool
-from gptapi.schemas import (
+from gptapi.api.schemas import (
     AnswerRequest,
     ErrorResponse,
     GenerateRequest,
@@ -25,6 +22,8 @@ from gptapi.schemas import (
     Timings,
     Usage,
 )
+from gptapi.config import Settings
+from gptapi.gateway import Completion, Gateway
 
 router = APIRouter(tags=["tasks"])
 
@@ -97,7 +96,7 @@ class TaskShape:
 
 async def _run(
     request: Request,
-    pool: InferencePool,
+    gateway: Gateway,
     settings: Settings,
     body: SamplingFields,
     *,
@@ -115,8 +114,8 @@ async def _run(
         stop=stop or [],
         stream=body.stream,
     )
-    shape = TaskShape(request.state.record.request_id, pool.engine.info.id)
-    response = await run(request, pool, settings, job, shape)
+    shape = TaskShape(request.state.record.request_id, gateway.engine.info.id)
+    response = await run(request, gateway, settings, job, shape)
     assert isinstance(response, TaskResponse | StreamingResponse)
     return response
 
@@ -130,13 +129,13 @@ async def _run(
 async def generate_text(
     body: GenerateRequest,
     request: Request,
-    _key: RateLimitedKey,
-    pool: PoolDep,
+    _key: KeyDep,
+    gateway: GatewayDep,
     settings: SettingsDep,
 ) -> TaskResponse | StreamingResponse:
     return await _run(
-        request, pool, settings, body, task="generate", texts={"prompt": body.prompt},
-        prompt=lambda: prompts.generate_prompt(pool.engine.info, body.prompt), stop=body.stop,
+        request, gateway, settings, body, task="generate", texts={"prompt": body.prompt},
+        prompt=lambda: prompts.generate_prompt(gateway.engine.info, body.prompt), stop=body.stop,
     )  # fmt: skip
 
 
@@ -149,13 +148,13 @@ async def generate_text(
 async def summarize_text(
     body: SummarizeRequest,
     request: Request,
-    _key: RateLimitedKey,
-    pool: PoolDep,
+    _key: KeyDep,
+    gateway: GatewayDep,
     settings: SettingsDep,
 ) -> TaskResponse | StreamingResponse:
     return await _run(
-        request, pool, settings, body, task="summarize", texts={"text": body.text},
-        prompt=lambda: prompts.summarize_prompt(pool.engine.info, body.text, body.max_words),
+        request, gateway, settings, body, task="summarize", texts={"text": body.text},
+        prompt=lambda: prompts.summarize_prompt(gateway.engine.info, body.text, body.max_words),
     )  # fmt: skip
 
 
@@ -168,12 +167,12 @@ async def summarize_text(
 async def answer_question(
     body: AnswerRequest,
     request: Request,
-    _key: RateLimitedKey,
-    pool: PoolDep,
+    _key: KeyDep,
+    gateway: GatewayDep,
     settings: SettingsDep,
 ) -> TaskResponse | StreamingResponse:
     return await _run(
-        request, pool, settings, body, task="answer",
+        request, gateway, settings, body, task="answer",
         texts={"question": body.question, "context": body.context},
-        prompt=lambda: prompts.answer_prompt(pool.engine.info, body.question, body.context),
+        prompt=lambda: prompts.answer_prompt(gateway.engine.info, body.question, body.context),
     )  # fmt: skip

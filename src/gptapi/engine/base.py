@@ -110,9 +110,12 @@ class Engine(Protocol):
         event loop."""
         ...
 
-    def generate(self, tokens: list[int], params: SamplingParams) -> AsyncGenerator[Delta, None]:
+    def generate(
+        self, tokens: list[int], params: SamplingParams, *, scope: str = ""
+    ) -> AsyncGenerator[Delta, None]:
         """Stream deltas until one carries a finish_reason. Closing the iterator early cancels
-        the sequence and frees its slot within one decode step."""
+        the sequence and frees its slot within one decode step. Computed prompt KV (the prompt
+        cache, prefixes shared with running sequences) is reused only within one ``scope``."""
         ...
 
     def healthy(self) -> bool:

@@ -75,7 +75,7 @@ class LlamaEngine:
         return self._model.tokenize(prompt)
 
     async def generate(
-        self, tokens: list[int], params: SamplingParams
+        self, tokens: list[int], params: SamplingParams, *, scope: str = ""
     ) -> AsyncGenerator[Delta, None]:
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[Delta | EngineError] = asyncio.Queue()
@@ -86,7 +86,7 @@ class LlamaEngine:
                 loop.call_soon_threadsafe(inbox.put_nowait, item)
 
         index = min(range(len(self._schedulers)), key=self._load.__getitem__)
-        seq = Sequence(tokens, params, emit)
+        seq = Sequence(tokens, params, emit, scope)
         self._load[index] += 1
         self._schedulers[index].submit(seq)
         try:

@@ -43,6 +43,7 @@ def _pages(size: int) -> int:
 
 @dataclass(eq=False)
 class CacheEntry:
+    scope: str  # only sequences of the same scope (a key, or a group of keys) may use it
     tokens: np.ndarray  # int32: the tokens whose KV the state holds, positions 0..len-1
     # First position the sliding-window layers still hold. 0: every prefix of the entry is
     # usable. Otherwise only prefixes long enough that the window the next position attends
@@ -111,14 +112,18 @@ class PromptCache:
             return 0
         return n
 
-    def lookup(self, prompt: list[int]) -> tuple[CacheEntry | None, int]:
-        """The entry with the longest usable prefix of ``prompt``, and that length."""
+    def lookup(self, prompt: list[int], scope: str) -> tuple[CacheEntry | None, int]:
+        """The entry of ``scope`` with the longest usable prefix of ``prompt``, and that length.
+        Entries of other scopes are invisible: a hit (``cached_tokens``, a shorter TTFT) would
+        tell a client how much of another key's prompt it guessed."""
         if not self._entries:
             return None, 0
         tokens = np.asarray(prompt, dtype=np.int32)
         best: CacheEntry | None = None
         best_len = 0
         for entry in self._entries.values():
+            if entry.scope != scope:
+                continue
             n = self._usable(entry, tokens)
             if n > best_len:
                 best, best_len = entry, n
@@ -155,8 +160,9 @@ class PromptCache:
 
     # --- saving and eviction ----------------------------------------------------------------
 
-    def save(self, seq_id: int, tokens: list[int]) -> None:
-        """Copy the KV of sequence ``seq_id``, which holds exactly ``tokens``, into an entry."""
+    def save(self, seq_id: int, tokens: list[int], scope: str) -> None:
+        """Copy the KV of sequence ``seq_id``, which holds exactly ``tokens``, into an entry
+        that only sequences of ``scope`` may use."""
         if not self.enabled or len(tokens) < MIN_ENTRY_TOKENS:
             return
         pos_min = max(0, int(llama_cpp.llama_memory_seq_pos_min(self._memory, seq_id)))
@@ -168,7 +174,7 @@ class PromptCache:
             return  # no prefix of it would be usable
         arr = np.asarray(tokens, dtype=np.int32)
         for key, entry in self._entries.items():
-            if _covers(entry.tokens, entry.pos_min, arr, pos_min):
+            if entry.scope == scope and _covers(entry.tokens, entry.pos_min, arr, pos_min):
                 self._entries.move_to_end(key)
                 return
         size = int(llama_cpp.llama_state_seq_get_size(self._ctx, seq_id))
@@ -178,7 +184,7 @@ class PromptCache:
         # Room first, so the mapped bytes never pass the budget even for a moment: entries the
         # new one serves entirely, then the least recently used.
         for key, entry in list(self._entries.items()):
-            if _covers(arr, pos_min, entry.tokens, entry.pos_min):
+            if entry.scope == scope and _covers(arr, pos_min, entry.tokens, entry.pos_min):
                 self._drop(key)
         while self._entries and (
             self.bytes + need > self.budget_bytes or len(self._entries) >= MAX_ENTRIES
@@ -198,7 +204,7 @@ class PromptCache:
                 "prompt cache: saving %d tokens failed (%d/%d bytes)", len(arr), written, size
             )
             return
-        entry = CacheEntry(tokens=arr, pos_min=pos_min, state=state, state_size=size)
+        entry = CacheEntry(scope=scope, tokens=arr, pos_min=pos_min, state=state, state_size=size)
         self._entries[id(entry)] = entry
         self.bytes += entry.nbytes
 

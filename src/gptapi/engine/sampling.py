@@ -8,11 +8,17 @@ import llama_cpp
 
 from gptapi.engine.base import SamplingParams
 
+# Below this temperature decoding is greedy. Sampling at such a temperature is argmax anyway
+# (a logit 0.1 below the best one is e^-10 as likely at 0.01), and dividing logits by a value
+# near zero overflows float32: at 1e-40 every logit became inf, the softmax NaN, and llama.cpp's
+# dist sampler picked the last candidate (gibberish).
+GREEDY_BELOW_TEMPERATURE = 0.01
+
 
 def make_sampler(params: SamplingParams) -> Any:
     """A llama.cpp sampler chain, or None for greedy decoding (argmax in numpy is ~10x cheaper
     than llama_sampler_sample, which copies the whole 262k-entry vocabulary per call)."""
-    if params.temperature <= 0:
+    if params.temperature < GREEDY_BELOW_TEMPERATURE:
         return None
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     # top-k first: it shrinks a 262k-token vocabulary before the costlier top-p sort.

@@ -47,6 +47,8 @@ class Sequence:
     prompt: list[int]
     params: SamplingParams
     emit: Emit
+    # Sequences share KV (the prompt cache, concurrent prefixes) only within one scope.
+    scope: str = ""
     out: OutputText = field(init=False)
     seq_id: int = -1
     fed: int = 0  # prompt tokens already in the KV cache
@@ -208,7 +210,7 @@ class Scheduler:
             if keep and self.prompt_cache.enabled:
                 tokens = seq.prompt[: seq.fed] + seq.generated
                 if len(tokens) == seq.pos:
-                    self._save(seq.seq_id, tokens)
+                    self._save(seq, tokens)
             llama_cpp.llama_memory_seq_rm(self.memory, seq.seq_id, -1, -1)
             self._free_ids.append(seq.seq_id)
             seq.seq_id = -1
@@ -216,9 +218,9 @@ class Scheduler:
             llama_cpp.llama_sampler_free(seq.sampler)
             seq.sampler = None
 
-    def _save(self, seq_id: int, tokens: list[int]) -> None:
+    def _save(self, seq: Sequence, tokens: list[int]) -> None:
         try:
-            self.prompt_cache.save(seq_id, tokens)
+            self.prompt_cache.save(seq.seq_id, tokens, seq.scope)
         except Exception:  # e.g. no memory for the mapping: a cache entry is never worth more
             log.exception("prompt cache: could not save %d tokens", len(tokens))
 
@@ -287,7 +289,7 @@ class Scheduler:
     def _start(self, seq: Sequence, fresh: dict[Sequence, tuple[int, list[int]]]) -> None:
         """Start a new sequence from the longest prompt prefix already computed: in another
         active sequence (shared) or in the prompt cache (copied in)."""
-        entry, cached_len = self.prompt_cache.lookup(seq.prompt)
+        entry, cached_len = self.prompt_cache.lookup(seq.prompt, seq.scope)
         donor, shared_len = self._best_donor(seq, fresh) if self.share_prefixes else (None, 0)
         restored = False
         if entry is not None and cached_len > shared_len:
@@ -310,7 +312,8 @@ class Scheduler:
     def _best_donor(
         self, seq: Sequence, fresh: dict[Sequence, tuple[int, list[int]]]
     ) -> tuple[Sequence | None, int]:
-        """The active sequence with the longest prompt prefix in common with ``seq``."""
+        """The active sequence of ``seq``'s scope with the longest prompt prefix in common with
+        it. Other scopes never donate: a shared prefix shows in ``cached_tokens`` and TTFT."""
         if self.n_swa and len(seq.prompt) + seq.params.max_tokens > self.n_swa:
             # Sliding-window cache: it only reclaims cells one sequence holds, and it is sized
             # for each sequence's own window. A shared cell must stay inside the window of a
@@ -319,7 +322,7 @@ class Scheduler:
         best: Sequence | None = None
         best_len = 0
         for other in self._active:
-            if other is seq or other.seq_id < 0:
+            if other is seq or other.seq_id < 0 or other.scope != seq.scope:
                 continue
             if other in fresh:
                 in_memory, indices = fresh[other]
@@ -386,7 +389,7 @@ class Scheduler:
             if seq.n_out == 0 and self._outgrows_window(seq):
                 # Saved at its end, its first positions would be gone from the sliding-window
                 # layers: keep the prompt now, while every window position is still there.
-                self._save(seq.seq_id, seq.prompt)
+                self._save(seq, seq.prompt)
             self._advance(seq, self._sample(seq))
 
     def _outgrows_window(self, seq: Sequence) -> bool:

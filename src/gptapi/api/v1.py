@@ -1,6 +1,6 @@
 """The OpenAI-compatible API: ``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``.
 
-Same key, limits, logging, metrics and pool path as the task endpoints; only the shapes differ.
+Same key, limits, logging, metrics and gateway path as the task endpoints; only the shapes differ.
 """
 
 from __future__ import annotations
@@ -13,15 +13,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from gptapi import prompts
-from gptapi.api.deps import PoolDep, SettingsDep
+from gptapi.api.deps import GatewayDep, KeyDep, SettingsDep
 from gptapi.api.pipeline import Sampling, make_job, run
+from gptapi.api.schemas import ErrorResponse
 from gptapi.api.tasks import STREAMING
-from gptapi.config import Settings
-from gptapi.errors import UnsupportedParameter
-from gptapi.limits import RateLimitedKey
-from gptapi.pool import Completion, InferencePool
-from gptapi.schemas import ErrorResponse
-from gptapi.schemas_openai import (
+from gptapi.api.v1_schemas import (
     AssistantMessage,
     ChatChoice,
     ChatCompletionRequest,
@@ -35,6 +31,9 @@ from gptapi.schemas_openai import (
     V1Sampling,
     V1Usage,
 )
+from gptapi.config import Settings
+from gptapi.errors import UnsupportedParameter
+from gptapi.gateway import Completion, Gateway
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 V1Response = CompletionResponse | ChatCompletionResponse | StreamingResponse
@@ -66,8 +65,8 @@ def _refuse_unsupported(body: V1Sampling, extra: dict[str, Any]) -> None:
 
 
 @router.get("/models", response_model=ModelList, responses=ERROR_RESPONSES)
-async def list_models(_key: RateLimitedKey, pool: PoolDep) -> ModelList:
-    return ModelList(data=[ModelCard(id=pool.engine.info.id, created=_STARTED)])
+async def list_models(_key: KeyDep, gateway: GatewayDep) -> ModelList:
+    return ModelList(data=[ModelCard(id=gateway.engine.info.id, created=_STARTED)])
 
 
 @router.post(
@@ -79,8 +78,8 @@ async def list_models(_key: RateLimitedKey, pool: PoolDep) -> ModelList:
 async def completions(
     body: CompletionRequest,
     request: Request,
-    _key: RateLimitedKey,
-    pool: PoolDep,
+    _key: KeyDep,
+    gateway: GatewayDep,
     settings: SettingsDep,
 ) -> V1Response:
     prompts_ = body.prompt if isinstance(body.prompt, list) else [body.prompt]
@@ -95,7 +94,7 @@ async def completions(
     )
     # The prompt is text, as any other user text: "<start_of_turn>" in it is not a turn.
     return await _run(
-        request, pool, settings, body, chat=False, texts={"prompt": prompts_[0]},
+        request, gateway, settings, body, chat=False, texts={"prompt": prompts_[0]},
         prompt=lambda: prompts.text_prompt(prompts_[0], skip=False), max_tokens=body.max_tokens,
     )  # fmt: skip
 
@@ -109,8 +108,8 @@ async def completions(
 async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,
-    _key: RateLimitedKey,
-    pool: PoolDep,
+    _key: KeyDep,
+    gateway: GatewayDep,
     settings: SettingsDep,
 ) -> V1Response:
     _refuse_unsupported(
@@ -126,16 +125,16 @@ async def chat_completions(
     )
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
     return await _run(
-        request, pool, settings, body, chat=True,
+        request, gateway, settings, body, chat=True,
         texts={"messages": "".join(m["content"] for m in messages)},
-        prompt=lambda: prompts.chat_prompt(pool.engine.info, messages),
+        prompt=lambda: prompts.chat_prompt(gateway.engine.info, messages),
         max_tokens=body.max_completion_tokens or body.max_tokens,
     )  # fmt: skip
 
 
 async def _run(
     request: Request,
-    pool: InferencePool,
+    gateway: Gateway,
     settings: Settings,
     body: V1Sampling,
     *,
@@ -152,8 +151,8 @@ async def _run(
         include_usage=body.stream_options is not None and body.stream_options.include_usage,
     )  # fmt: skip
     record_id = request.state.record.request_id
-    shape = _Shape(chat, f"{'chatcmpl' if chat else 'cmpl'}-{record_id}", pool.engine.info.id)
-    response = await run(request, pool, settings, job, shape)
+    shape = _Shape(chat, f"{'chatcmpl' if chat else 'cmpl'}-{record_id}", gateway.engine.info.id)
+    response = await run(request, gateway, settings, job, shape)
     assert isinstance(response, CompletionResponse | ChatCompletionResponse | StreamingResponse)
     return response
 

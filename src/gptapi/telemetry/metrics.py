@@ -7,14 +7,20 @@ ending in ``_total``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gptapi.engine import PromptStats
-from gptapi.memlimit import MemoryLimit
-from gptapi.memory import snapshot
+from gptapi.errors import RefusalReason
+from gptapi.telemetry.headroom import MemoryLimit
+from gptapi.telemetry.memory import snapshot
+
+# The label values of gptapi_refusals_total, each exported at 0 from the start (a dashboard
+# shows 0, not "no data", before the first refusal).
+REFUSAL_REASONS: tuple[str, ...] = get_args(RefusalReason)
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640)
 _TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -140,6 +146,8 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        for reason in REFUSAL_REASONS:
+            self.refusals.labels(reason)
         self.busy_slots = Gauge("gptapi_busy_slots", "Requests decoding now", registry=r)
         self.queue_depth = Gauge("gptapi_queue_depth", "Requests waiting for a slot", registry=r)
         self.slots = Gauge("gptapi_slots", "Requests that can decode at once", registry=r)

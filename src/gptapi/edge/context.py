@@ -15,9 +15,10 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gptapi.errors import InternalError, error_response
-from gptapi.memory import MemorySnapshot, delta, snapshot
-from gptapi.requestlog import RequestRecord
+from gptapi.edge.responses import error_response
+from gptapi.errors import InternalError
+from gptapi.telemetry.memory import MemorySnapshot, delta, snapshot
+from gptapi.telemetry.requestlog import RequestRecord
 
 errors_log = logging.getLogger("gptapi.errors")
 
@@ -26,7 +27,7 @@ REQUEST_ID_HEADER = "x-request-id"
 _QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
 
-class RequestContextMiddleware:
+class RequestContext:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -79,7 +80,7 @@ class RequestContextMiddleware:
                 metrics.request_seconds.labels(route).observe(total_s)
             log = getattr(app_state, "request_log", None)
             if log is not None and not (quiet and status < 400):
-                # Set when the key was counted (limits.rate_limited_key): the cheap fields, PSS
+                # Set when the key was counted (edge.ratelimit.RateLimit): the cheap fields, PSS
                 # and USS as of the memory sampler's last reading (a fresh one walks every page
                 # table). Requests refused before that cost no snapshot.
                 mem_start: MemorySnapshot | None = state.get("memory_start")

@@ -33,8 +33,11 @@ def _text(value: str) -> str:
     return _clean(value)
 
 
+# One rule for every string a client sends: no control characters but tab, newline and carriage
+# return, no lone surrogates. Text that goes into a prompt must also hold more than whitespace.
+CleanStr = Annotated[str, AfterValidator(_clean)]
 Text = Annotated[str, Field(min_length=1), AfterValidator(_text)]
-StopString = Annotated[str, Field(min_length=1), AfterValidator(_clean)]
+StopString = Annotated[CleanStr, Field(min_length=1)]
 
 
 class SamplingFields(BaseModel):

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gptapi.schemas import StopString, Text
+from gptapi.api.schemas import CleanStr, StopString, Text
 
 _V1 = ConfigDict(extra="forbid")
 
@@ -24,7 +24,7 @@ class StreamOptions(BaseModel):
 class V1Sampling(BaseModel):
     model_config = _V1
 
-    model: str | None = Field(
+    model: CleanStr | None = Field(
         None, max_length=256, description="Ignored: the server serves the model it loaded."
     )
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
@@ -37,7 +37,7 @@ class V1Sampling(BaseModel):
     n: int = Field(1, ge=1, le=128, description="Only 1 is supported.")
     stream: bool = Field(False, description="Server-Sent Events in OpenAI's chunk format.")
     stream_options: StreamOptions | None = None
-    user: str | None = Field(None, max_length=256, description="Accepted and ignored.")
+    user: CleanStr | None = Field(None, max_length=256, description="Accepted and ignored.")
     # Accepted by OpenAI, refused here with a 400 that names them.
     logprobs: Any = None
     top_logprobs: Any = None
@@ -60,7 +60,7 @@ class CompletionRequest(V1Sampling):
     prompt: Text | list[Text] = Field(..., description="One prompt (a list must hold exactly one).")
     max_tokens: int | None = Field(16, ge=1, description="Most tokens to generate (default 16).")
     echo: bool = False
-    suffix: str | None = None
+    suffix: CleanStr | None = None
     best_of: int | None = None
 
 
@@ -79,7 +79,7 @@ class ChatMessage(BaseModel):
     content: Text | Annotated[list[TextPart], Field(min_length=1, max_length=256)] = Field(
         ..., description="Text, or a list of {'type': 'text', 'text': ...} parts."
     )
-    name: str | None = Field(None, max_length=64)
+    name: CleanStr | None = Field(None, max_length=64)
 
     def text(self) -> str:
         if isinstance(self.content, str):

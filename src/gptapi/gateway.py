@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
@@ -33,15 +33,16 @@ from gptapi.errors import (
     GenerationFailed,
     GptapiError,
     KeyBusy,
+    RefusalReason,
     RequestTimeout,
     ServerBusy,
     TokenBudgetExhausted,
 )
-from gptapi.memlimit import MemoryLimit
-from gptapi.metrics import Metrics
-from gptapi.requestlog import RequestRecord
+from gptapi.telemetry.headroom import MemoryLimit
+from gptapi.telemetry.metrics import Metrics
+from gptapi.telemetry.requestlog import RequestRecord
 
-log = logging.getLogger("gptapi.pool")
+log = logging.getLogger("gptapi.gateway")
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,15 @@ class Completion:
 
     @property
     def tokens_per_s(self) -> float:
-        decode_s = self.total_s - (self.ttft_s or 0.0)
-        if self.completion_tokens <= 1 or decode_s <= 0:
-            return 0.0
-        # The first token's time is queue + prompt processing; the rate covers those after it.
-        return (self.completion_tokens - 1) / decode_s
+        return decode_rate(self.completion_tokens, self.total_s, self.ttft_s)
+
+
+def decode_rate(completion_tokens: int, total_s: float, ttft_s: float | None) -> float:
+    decode_s = total_s - (ttft_s or 0.0)
+    if completion_tokens <= 1 or decode_s <= 0:
+        return 0.0
+    # The first token's time is queue + prompt processing; the rate covers those after it.
+    return (completion_tokens - 1) / decode_s
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,15 @@ class TokenLimits(Protocol):
     def count_tokens(self, key_id: str, cost: int) -> None: ...
 
 
-class InferencePool:
+def cache_scope_for(groups: dict[str, str] | None) -> Callable[[str], str]:
+    """The scope in which a key's requests reuse computed prompt KV: the key itself, its group
+    (GPTAPI_PROMPT_CACHE_GROUPS), or one scope for every key (None, '*')."""
+    if groups is None:
+        return lambda key_id: ""
+    return lambda key_id: f"group:{groups[key_id]}" if key_id in groups else f"key:{key_id}"
+
+
+class Gateway:
     def __init__(
         self,
         engine: Engine,
@@ -95,8 +108,10 @@ class InferencePool:
         keepalive_s: float = 10.0,
         token_limits: TokenLimits | None = None,
         metrics: Metrics | None = None,
+        cache_scope: Callable[[str], str] = lambda key_id: f"key:{key_id}",
     ) -> None:
         self.engine = engine
+        self.cache_scope = cache_scope
         self.admission = Admission(engine.slots, max_queue, max_per_key)
         self.request_timeout_s = request_timeout_s
         self.min_free_bytes = min_free_bytes
@@ -110,7 +125,7 @@ class InferencePool:
             )
             metrics.track_prompt_stats(engine.prompt_stats)
 
-    def _refuse(self, exc: GptapiError, reason: str) -> NoReturn:
+    def _refuse(self, exc: GptapiError, reason: RefusalReason) -> NoReturn:
         if self.metrics is not None:
             self.metrics.refusals.labels(reason).inc()
         raise exc
@@ -161,8 +176,7 @@ class InferencePool:
         if not self.engine.healthy():
             self._refuse(EngineUnavailable(), "engine_unavailable")
         self._guard_memory()
-        record.busy_slots_at_admission = self.admission.busy
-        record.queue_depth_at_admission = self.admission.queued
+        record.admitted(self.admission.busy, self.admission.queued)
         try:
             ticket = self.admission.enter(key)
         except KeyBusy as exc:
@@ -176,7 +190,7 @@ class InferencePool:
         queue_s = 0.0
         try:
             tokens = await self.tokens_for(prompt, params)
-            record.prompt_tokens = len(tokens)
+            record.tokenized(len(tokens))
             if self.token_limits is not None:
                 try:
                     await asyncio.to_thread(self.token_limits.take_tokens, key, len(tokens))
@@ -190,18 +204,18 @@ class InferencePool:
                     raise TimeoutError
                 yield Waiting(self.admission.position(ticket), 0, len(tokens))
             queue_s = time.perf_counter() - arrived
-            record.queue_ms = queue_s * 1000
-            async with aclosing(self._engine_events(tokens, params, deadline)) as events:
+            record.started(queue_s)
+            events_ = self._engine_events(tokens, params, deadline, self.cache_scope(key))
+            async with aclosing(events_) as events:
                 async for delta in events:
                     if isinstance(delta, Waiting):
                         yield delta
                         continue
                     if ttft_s is None:
                         ttft_s = time.perf_counter() - arrived
-                        record.ttft_ms = ttft_s * 1000
+                        record.first_token(ttft_s)
                     parts.append(delta.text)
-                    n_out = record.completion_tokens = delta.completion_tokens
-                    cached = record.cached_tokens = delta.cached_tokens
+                    n_out, cached = delta.completion_tokens, delta.cached_tokens
                     if delta.finish_reason is not None:
                         finish = delta.finish_reason
                     yield delta
@@ -228,6 +242,9 @@ class InferencePool:
             raise GenerationFailed(str(exc)) from None
         finally:
             self.admission.leave(ticket)
+            if record.queue_ms is not None:  # it reached the engine
+                total_s = time.perf_counter() - arrived
+                record.generated(n_out, cached, decode_rate(n_out, total_s, ttft_s))
             self._observe(record, queue_s, ttft_s, n_out)
             if self.token_limits is not None and n_out:
                 # Not awaited: this may run while the request is being cancelled.
@@ -242,12 +259,11 @@ class InferencePool:
             ttft_s=ttft_s,
             total_s=time.perf_counter() - arrived,
         )
-        record.end_reason = finish
-        record.tokens_per_s = result.tokens_per_s
+        record.end(finish)
         yield result
 
     async def _engine_events(
-        self, tokens: list[int], params: SamplingParams, deadline: float
+        self, tokens: list[int], params: SamplingParams, deadline: float, scope: str
     ) -> AsyncGenerator[Delta | Waiting, None]:
         """The engine's deltas; until the first token, a ``Waiting`` with the prompt progress
         whenever ``keepalive_s`` passes with nothing sent (a prompt step may take longer).
@@ -256,7 +272,7 @@ class InferencePool:
         prompt_done = 0
         started = False
         pending: asyncio.Future[Delta] | None = None
-        async with aclosing(self.engine.generate(tokens, params)) as deltas:
+        async with aclosing(self.engine.generate(tokens, params, scope=scope)) as deltas:
             try:
                 sent = loop.time()
                 while True:

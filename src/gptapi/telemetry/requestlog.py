@@ -39,6 +39,32 @@ class RequestRecord:
     queue_depth_at_admission: int | None = None
     text: dict[str, str] = field(default_factory=dict)  # only with GPTAPI_LOG_TEXT=1
 
+    # One method per stage, each writing its own fields once; ``edge.context`` writes the line.
+
+    def admitted(self, busy_slots: int, queue_depth: int) -> None:
+        self.busy_slots_at_admission, self.queue_depth_at_admission = busy_slots, queue_depth
+
+    def tokenized(self, prompt_tokens: int) -> None:
+        self.prompt_tokens = prompt_tokens
+
+    def started(self, queue_s: float) -> None:
+        self.queue_ms = queue_s * 1000
+
+    def first_token(self, ttft_s: float) -> None:
+        self.ttft_ms = ttft_s * 1000
+
+    def generated(self, completion_tokens: int, cached_tokens: int, tokens_per_s: float) -> None:
+        """What the engine produced, however the request ended (finished, failed, cancelled)."""
+        self.completion_tokens, self.cached_tokens = completion_tokens, cached_tokens
+        self.tokens_per_s = tokens_per_s
+
+    def end(self, reason: str) -> None:
+        """The request's one end reason: the first one reported (a finish reason, an error
+        code, ``client_stalled``); what follows from it (the error response it becomes) does
+        not overwrite it."""
+        if self.end_reason is None:
+            self.end_reason = reason
+
 
 class _CappedFileHandler(logging.handlers.RotatingFileHandler):
     """RotatingFileHandler, made safe for several processes writing one file (``--workers``)

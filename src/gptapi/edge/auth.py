@@ -1,4 +1,11 @@
-"""API keys: stored only as SHA-256 digests, compared in constant time, logged by a short id."""
+"""Authentication: the one place a key is checked. Keys are stored only as SHA-256 digests,
+compared in constant time and logged by a short id.
+
+``Authentication`` runs before routing and before the body is read. Every path that is not in
+``edge.OPEN_PATHS`` needs a valid key, so a new route is closed by default: it does not have to
+remember to ask for one. A missing or wrong key is a 401, counted in a per-address budget
+(``RateLimits.hit_without_key``); once that is spent, that address gets 429s.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gptapi.config import Settings
-from gptapi.errors import AuthenticationError
+from gptapi.edge.ratelimit import RateLimits, client_ip
+from gptapi.edge.responses import render_error
+from gptapi.errors import AuthenticationError, GptapiError
 
 _HEX_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
@@ -53,6 +63,10 @@ class KeyStore:
                 digests.append(digest(key))
         if settings.api_keys_file is not None:
             digests += _read_digest_file(settings.api_keys_file)
+        ids = [key_id_of(d) for d in dict.fromkeys(digests)]
+        if len(set(ids)) != len(ids):
+            # Key ids name keys in logs, limits and prompt-cache scopes: they must be unique.
+            raise ValueError("two API keys share a key id (first 8 hex digits of the digest)")
         if digests:
             return cls(tuple(digests))
         # Secure by default: no configured key means a fresh random one, never an open API.
@@ -102,3 +116,40 @@ def presented_key(request: HTTPConnection) -> str:
     raise AuthenticationError(
         "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
     )
+
+
+class Authentication:
+    """Sets ``scope["state"]["key_id"]`` for every request to a path outside ``open_paths``, or
+    answers 401 (429 once the address has spent its budget for requests without a valid key)."""
+
+    def __init__(self, app: ASGIApp, keys: KeyStore, open_paths: frozenset[str]) -> None:
+        self.app = app
+        self.keys = keys
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        try:
+            key_id = await self._verify(scope)
+        except GptapiError as exc:
+            await render_error(scope, receive, send, exc)
+            return
+        state["key_id"] = key_id
+        record = state.get("record")
+        if record is not None:
+            record.key_id = key_id
+        await self.app(scope, receive, send)
+
+    async def _verify(self, scope: Scope) -> str:
+        try:
+            key_id = self.keys.verify(presented_key(HTTPConnection(scope)))
+            if key_id is None:
+                raise AuthenticationError("invalid API key")
+        except AuthenticationError:
+            limits: RateLimits = scope["app"].state.rate_limits
+            await limits.call(limits.hit_without_key, client_ip(scope))  # 429 once spent
+            raise
+        return key_id

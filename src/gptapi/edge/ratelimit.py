@@ -1,6 +1,6 @@
-"""Rate limits, all of them: per client address before authentication, per key after it
-(requests at the edge, ``EdgeRateLimit``; tokens per minute in the pool), counted by slowapi's
-limiter in memory or in Redis."""
+"""Rate limits, all of them: per client address on open paths and for requests without a valid
+key, per key after authentication (requests at the edge, ``RateLimit``; tokens per minute in the
+gateway), counted by slowapi's limiter in memory or in Redis."""
 
 from __future__ import annotations
 
@@ -8,32 +8,21 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
-from typing import Annotated, TypeVar, cast
+from collections.abc import Callable
+from typing import TypeVar, cast
 
-from fastapi import Depends, Request
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
 from limits import RateLimitItem, parse_many
 from limits.strategies import FixedWindowRateLimiter, RateLimiter
 from slowapi import Limiter
 from slowapi.util import get_remote_address
-from starlette.requests import HTTPConnection
-from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gptapi.auth import KeyStore, presented_key
 from gptapi.config import Settings
-from gptapi.errors import (
-    AuthenticationError,
-    GptapiError,
-    RateLimited,
-    TokenBudgetExhausted,
-    render_error,
-)
-from gptapi.memory import snapshot
+from gptapi.edge.responses import render_error
+from gptapi.errors import GptapiError, RateLimited, TokenBudgetExhausted
+from gptapi.telemetry.memory import snapshot
 
-log = logging.getLogger("gptapi.limits")
+log = logging.getLogger("gptapi.edge.ratelimit")
 T = TypeVar("T")
 _STORAGE_RETRY_S = 30
 
@@ -187,67 +176,31 @@ def client_ip(scope: Scope) -> str:
     return client[0] if client else "unknown"
 
 
-def rate_limited_key(request: Request) -> str:
-    """The key id of a request ``EdgeRateLimit`` authenticated and counted (every keyed route
-    is, before its body is even read)."""
-    key_id: str | None = getattr(request.state, "key_id", None)
-    if key_id is None:  # pragma: no cover - a keyed route the edge did not see
-        raise AuthenticationError("missing API key")
-    return key_id
+class RateLimit:
+    """Every request rate limit, after authentication and before the body is read.
 
-
-# Every route that takes a key declares it with this type: /v1/models and the generation routes
-# alike. ``keyed_paths`` finds them by it, so the edge knows which paths to authenticate.
-RateLimitedKey = Annotated[str, Depends(rate_limited_key)]
-
-
-def keyed_paths(routes: Iterable[BaseRoute]) -> frozenset[str]:
-    """Paths whose routes depend on ``rate_limited_key``."""
-
-    def depends_on_key(dependant: Dependant) -> bool:
-        return any(d.call is rate_limited_key or depends_on_key(d) for d in dependant.dependencies)
-
-    return frozenset(
-        route.path
-        for route in routes
-        if isinstance(route, APIRoute) and depends_on_key(route.dependant)
-    )
-
-
-class EdgeRateLimit:
-    """Every rate limit, before anything else is done for a request (the body is not read yet).
-
-    - A route without a key: counted per client address (GPTAPI_RATE_LIMIT_UNAUTHENTICATED).
-    - A keyed route: the key is checked here, before routing and the body. A missing or wrong
-      one is a 401 counted in a second per-address budget of the same size; once that is spent,
-      that address's requests without a valid key get 429 (key guessing soon costs nothing but
-      429s). A valid key is counted against its own limits (GPTAPI_RATE_LIMIT, _BURST) whatever
-      happens next, so a key's bad requests (400, 405, 408, 413, 415, 422) count like its good
-      ones.
+    - An open path (no key): counted per client address (GPTAPI_RATE_LIMIT_UNAUTHENTICATED).
+    - Any other path (``Authentication`` has set its key id): counted against the key's own
+      limits (GPTAPI_RATE_LIMIT, _BURST) whatever happens next, so a key's bad requests (400,
+      405, 408, 413, 415, 422) count like its good ones.
     """
 
-    def __init__(self, app: ASGIApp, keyed: Callable[[], frozenset[str]]) -> None:
+    def __init__(self, app: ASGIApp, limits: RateLimits) -> None:
         self.app = app
-        self.keyed = keyed
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        app_state = scope["app"].state
-        limits: RateLimits = app_state.rate_limits
+        limits = self.limits
         state = scope.setdefault("state", {})
-        ip = client_ip(scope)
+        key_id: str | None = state.get("key_id")
         try:
-            if scope["path"] not in self.keyed():
-                await limits.call(limits.hit_ip, ip)
+            if key_id is None:
+                await limits.call(limits.hit_ip, client_ip(scope))
             else:
-                key_id = await self._authenticate(app_state.keys, limits, scope, ip)
                 state["rate_limit_headers"] = await limits.call(limits.hit, key_id)
-                state["key_id"] = key_id
-                record = state.get("record")
-                if record is not None:
-                    record.key_id = key_id
                 # The request's memory snapshot starts here: refusals cost none. Cheap fields
                 # now, PSS/USS as of the sampler's last reading (a fresh one walks every page).
                 state["memory_start"] = await asyncio.to_thread(snapshot, fresh=False)
@@ -255,14 +208,3 @@ class EdgeRateLimit:
             await render_error(scope, receive, send, exc)
             return
         await self.app(scope, receive, send)
-
-    @staticmethod
-    async def _authenticate(keys: KeyStore, limits: RateLimits, scope: Scope, ip: str) -> str:
-        try:
-            key_id = keys.verify(presented_key(HTTPConnection(scope)))
-            if key_id is None:
-                raise AuthenticationError("invalid API key")
-        except AuthenticationError:
-            await limits.call(limits.hit_without_key, ip)  # 429 once the budget is spent
-            raise
-        return key_id

@@ -1,51 +1,38 @@
-"""ASGI guards that run before routing: the request body's media type, size and read deadline
-(``Guards``), and security headers on every response (``SecurityHeaders``).
+"""Body rules, before routing: every request body is UTF-8 JSON, bounded in bytes and in time.
 
-The body is read here, bounded in bytes and time, then replayed to the app: a 10 MB upload is
-refused after its first 256 KiB, and a client dribbling bytes cannot hold a request open for
-longer than ``body_timeout_s``.
+The body is read here, then replayed to the app: a 10 MB upload is refused after its first
+256 KiB, a client dribbling bytes cannot hold a request open for longer than ``body_timeout_s``,
+and a body in another encoding (UTF-16/32, which Python's JSON parser would otherwise detect and
+accept, or a ``charset`` other than UTF-8) is a 400 before anything parses it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from contextlib import suppress
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gptapi.config import Settings
+from gptapi.edge.responses import render_error
 from gptapi.errors import (
     BodyTimeout,
     BodyTooLarge,
     GptapiError,
+    NotJson,
     UnsupportedMediaType,
-    render_error,
 )
 
-_SECURITY_HEADERS = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"cross-origin-resource-policy", b"same-origin"),
-]
-# JSON and event streams never need scripts, styles or frames; the docs pages load theirs from
-# a CDN, so they keep the browser defaults.
-_API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
-_DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _LINGER_S = 2.0
 _LINGER_MAX_BYTES = 64 * 2**20
 
 
-class Guards:
-    def __init__(
-        self, app: ASGIApp, settings: Settings, keyed: Callable[[], frozenset[str]]
-    ) -> None:
+class BodyRules:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.max_body = settings.max_body_bytes
         self.body_timeout_s = settings.body_timeout_s
-        self.keyed = keyed  # routes that take a key take JSON bodies only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,10 +51,7 @@ class Guards:
         await self.app(scope, _replay(body, receive), send)
 
     async def _checked_body(self, scope: Scope, receive: Receive) -> bytes | None:
-        if scope["path"] in self.keyed() and not _is_json(scope):
-            raise UnsupportedMediaType(
-                "send the body as JSON with 'Content-Type: application/json'"
-            )
+        _check_media_type(scope)
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body:
             if _header(scope, b"expect") != b"100-continue":
@@ -85,6 +69,7 @@ class Guards:
         if body is None:
             await _discard_rest(receive)
             raise self._too_large(None)
+        _check_utf8(body)
         return body
 
     async def _read_body(self, receive: Receive) -> tuple[bytes | None, bool]:
@@ -134,9 +119,31 @@ def _content_length(scope: Scope) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
-def _is_json(scope: Scope) -> bool:
-    media = (_header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
-    return media == b"application/json" or media.endswith(b"+json")
+def _check_media_type(scope: Scope) -> None:
+    media, *params = (_header(scope, b"content-type") or b"").lower().split(b";")
+    media = media.strip()
+    if not (media == b"application/json" or media.endswith(b"+json")):
+        raise UnsupportedMediaType("send the body as JSON with 'Content-Type: application/json'")
+    for param in params:
+        name, _, value = param.partition(b"=")
+        charset = value.strip().strip(b'"')
+        if name.strip() == b"charset" and charset not in (b"utf-8", b"utf8"):
+            raise NotJson(
+                f"request bodies are UTF-8 JSON; charset {charset.decode('latin-1')!r} is not"
+            )
+
+
+def _check_utf8(body: bytes) -> None:
+    """JSON text is UTF-8 (RFC 8259). A NUL byte never occurs in it (control characters are
+    escaped in strings), but UTF-16/32 text of ASCII is full of them and also decodes as UTF-8."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NotJson("request body is not UTF-8: send JSON encoded as UTF-8") from None
+    if b"\x00" in body:
+        raise NotJson(
+            "request body is not UTF-8 JSON (NUL bytes: UTF-16 or UTF-32?): send it as UTF-8"
+        )
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -150,33 +157,3 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()  # after the body: waits for the disconnect, as the app expects
 
     return replayed
-
-
-class SecurityHeaders:
-    """On every response, refusals by the outer guards included."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            send = _with_security_headers(send, scope["path"])
-        await self.app(scope, receive, send)
-
-
-def _with_security_headers(send: Send, path: str) -> Send:
-    extra = list(_SECURITY_HEADERS)
-    if path not in _DOCS_PATHS:
-        extra.append(_API_CSP)
-
-    async def sending(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            headers = list(message.get("headers", []))
-            present = {name.lower() for name, _ in headers}
-            headers += [(k, v) for k, v in extra if k not in present]
-            if b"cache-control" not in present:
-                headers.append((b"cache-control", b"no-store"))
-            message["headers"] = headers
-        await send(message)
-
-    return sending
