@@ -55,13 +55,15 @@ def _configs(args: argparse.Namespace) -> dict[str, tuple[dict[str, str], list[s
 
 def config_env(args: argparse.Namespace, settings: dict[str, str], run_dir: Path) -> dict[str, str]:
     """A configuration's server settings: the bench's (bench.serverenv), its own over them, its
-    log in the run folder."""
+    log in the run folder. tracemalloc on: the stress test's RAM log has the Python heap too
+    (the server's default is off, for its cost: docs/memory.md)."""
     return server_env(
         threads=args.threads,
         ctx=args.ctx,
         request_timeout_s=args.timeout,
         model=args.model,
         GPTAPI_LOG_DIR=str(run_dir / "server-logs"),
+        GPTAPI_TRACEMALLOC="true",
         **settings,
     )
 

@@ -1,4 +1,13 @@
-"""Shared fixtures. End-to-end tests run the real llama.cpp engine on the embedded model."""
+"""Shared fixtures, and the one rule that sorts the tests into tiers, by folder:
+
+- ``tests/unit/``: the fast tier (``make test-fast``), in process, no model loaded; a fake
+  engine (``tests/fakes.py``) where one is needed, for the code around the engine only.
+  ``tests/unit/conftest.py`` makes loading a model there an error.
+- ``tests/system/``: the real llama.cpp engine on the embedded model, servers as users start
+  them, real Redis, nginx and Prometheus.
+
+Both trees mirror ``src/gptapi``; shared helpers live in ``tests/helpers.py``.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +32,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+_UNIT = Path(__file__).parent / "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(_UNIT):
+            item.add_marker(pytest.mark.fast)
 
 
 @pytest.fixture(scope="session")

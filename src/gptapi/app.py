@@ -8,7 +8,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
@@ -62,53 +62,50 @@ async def _sample_memory(app: FastAPI, memory_log: JsonLinesLog, every_s: float)
         await asyncio.sleep(every_s)
 
 
-def create_app(
-    settings: Settings,
-    *,
-    engine_factory: EngineFactory = load_llama_engine,
-    on_fatal: Callable[[str], None] | None = None,
-) -> FastAPI:
-    """Build the service. The engine loads in the background so /health answers at once and
-    /ready turns 200 when the model is usable; a load failure is reported through ``on_fatal``.
-    Call ``serve.begin_shutdown(app)`` when a stop signal arrives, before the server drains.
-    """
-    keys = KeyStore.from_settings(settings)
-    memory_limit = MemoryLimit.detect()
+async def _load_engine(
+    app: FastAPI, engine_factory: EngineFactory, on_fatal: Callable[[str], None] | None
+) -> None:
+    """Load the model in a thread, then open the gateway: /ready turns 200."""
+    settings: Settings = app.state.settings
+    try:
+        engine = await asyncio.to_thread(engine_factory, settings)
+    except Exception as exc:
+        message = getattr(exc, "message", None) or f"model load failed: {exc}"
+        log.error("%s", message)
+        app.state.load_error = message
+        if on_fatal is not None:
+            on_fatal(message)
+        return
+    app.state.gateway = Gateway(
+        engine,
+        max_queue=settings.max_queue,
+        request_timeout_s=settings.request_timeout_s,
+        max_per_key=settings.max_inflight_per_key,
+        min_free_bytes=settings.min_free_mb * 2**20,
+        memory_limit=app.state.memory_limit,
+        keepalive_s=settings.stream_keepalive_s,
+        token_limits=app.state.rate_limits,
+        metrics=app.state.metrics,
+        cache_scope=cache_scope_for(cache_groups(settings.prompt_cache_groups)),
+    )
+    mark_worker_ready()
+    full_ms = await asyncio.to_thread(snapshot_cost_s, 10) * 1000
+    cheap_ms = await asyncio.to_thread(snapshot_cost_s, 10, fresh=False) * 1000
+    log.info(
+        "ready: serving %s (memory snapshot: %.2f ms per request, %.2f ms with PSS)",
+        engine.info.id,
+        cheap_ms,
+        full_ms,
+    )
 
-    async def load_engine(app: FastAPI) -> None:
-        try:
-            engine = await asyncio.to_thread(engine_factory, settings)
-        except Exception as exc:
-            message = getattr(exc, "message", None) or f"model load failed: {exc}"
-            log.error("%s", message)
-            app.state.load_error = message
-            if on_fatal is not None:
-                on_fatal(message)
-            return
-        app.state.gateway = Gateway(
-            engine,
-            max_queue=settings.max_queue,
-            request_timeout_s=settings.request_timeout_s,
-            max_per_key=settings.max_inflight_per_key,
-            min_free_bytes=settings.min_free_mb * 2**20,
-            memory_limit=memory_limit,
-            keepalive_s=settings.stream_keepalive_s,
-            token_limits=app.state.rate_limits,
-            metrics=app.state.metrics,
-            cache_scope=cache_scope_for(cache_groups(settings.prompt_cache_groups)),
-        )
-        mark_worker_ready()
-        full_ms = await asyncio.to_thread(snapshot_cost_s, 10) * 1000
-        cheap_ms = await asyncio.to_thread(snapshot_cost_s, 10, fresh=False) * 1000
-        log.info(
-            "ready: serving %s (memory snapshot: %.2f ms per request, %.2f ms with PSS)",
-            engine.info.id,
-            cheap_ms,
-            full_ms,
-        )
 
+def _lifespan(
+    engine_factory: EngineFactory, on_fatal: Callable[[str], None] | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings: Settings = app.state.settings
+        keys: KeyStore = app.state.keys
         if keys.generated_key is not None:
             # Printed once, to the console only: the key is never logged.
             print(
@@ -119,7 +116,7 @@ def create_app(
             )
         log.info(
             "memory guard: %s; refusing new requests below %d MiB",
-            memory_limit.describe(),
+            app.state.memory_limit.describe(),
             settings.min_free_mb,
         )
         started_tracing = settings.tracemalloc and not tracemalloc.is_tracing()
@@ -134,7 +131,7 @@ def create_app(
             for name in ("requests.jsonl", "memory.jsonl")
         ]
         app.state.request_log = logs[0]
-        tasks_ = [asyncio.create_task(load_engine(app))]
+        tasks_ = [asyncio.create_task(_load_engine(app, engine_factory, on_fatal))]
         if settings.mem_sample_s > 0:
             tasks_.append(asyncio.create_task(_sample_memory(app, logs[1], settings.mem_sample_s)))
         try:
@@ -155,12 +152,26 @@ def create_app(
             if started_tracing:
                 tracemalloc.stop()
 
+    return lifespan
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine_factory: EngineFactory = load_llama_engine,
+    on_fatal: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """Build the service. The engine loads in the background so /health answers at once and
+    /ready turns 200 when the model is usable; a load failure is reported through ``on_fatal``.
+    Call ``serve.begin_shutdown(app)`` when a stop signal arrives, before the server drains.
+    """
+    keys = KeyStore.from_settings(settings)
     docs = settings.docs_enabled
     app = FastAPI(
         title="gptapi",
         version=__version__,
         summary="Self-hosted CPU LLM API over one memory-mapped GGUF model",
-        lifespan=lifespan,
+        lifespan=_lifespan(engine_factory, on_fatal),
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
@@ -170,8 +181,9 @@ def create_app(
     app.state.gateway = None
     app.state.load_error = None
     app.state.request_log = None
+    app.state.memory_limit = MemoryLimit.detect()
     app.state.metrics = Metrics()
-    app.state.metrics.track_memory_limit(memory_limit)
+    app.state.metrics.track_memory_limit(app.state.memory_limit)
     app.state.rate_limits = RateLimits(settings)
     for router in ROUTERS:
         app.include_router(router)

@@ -185,7 +185,10 @@ class Settings(BaseSettings):
         "else the machine's MemAvailable (0 = off).",
     )
     tracemalloc: bool = Field(
-        True, description="Trace Python heap allocations for the memory log (small overhead)."
+        False,
+        description="Trace Python heap allocations for the memory log's tracemalloc fields. Off "
+        "by default: it cost 8-26 % of throughput in paired rounds (docs/memory.md); "
+        "gptapi-bench matrix turns it on for its stress runs.",
     )
     metrics_public: bool = Field(
         False, description="Serve /metrics without an API key (e.g. to a private scraper)."

@@ -188,6 +188,7 @@ class Gateway:
         finish: FinishReason = "length"
         ttft_s: float | None = None
         queue_s = 0.0
+        finished = False
         try:
             tokens = await self.tokens_for(prompt, params)
             record.tokenized(len(tokens))
@@ -218,6 +219,11 @@ class Gateway:
                     n_out, cached = delta.completion_tokens, delta.cached_tokens
                     if delta.finish_reason is not None:
                         finish = delta.finish_reason
+                        finished = True
+                        if self.token_limits is not None and n_out:
+                            # Counted before the last delta goes out: the key's next request
+                            # already sees these tokens spent.
+                            await asyncio.to_thread(self.token_limits.count_tokens, key, n_out)
                     yield delta
         except ServerBusy as exc:  # drained while queued
             self._refuse(exc, exc.reason)
@@ -246,8 +252,9 @@ class Gateway:
                 total_s = time.perf_counter() - arrived
                 record.generated(n_out, cached, decode_rate(n_out, total_s, ttft_s))
             self._observe(record, queue_s, ttft_s, n_out)
-            if self.token_limits is not None and n_out:
-                # Not awaited: this may run while the request is being cancelled.
+            if self.token_limits is not None and n_out and not finished:
+                # Ended early (cancelled, timed out, failed): counted without waiting, since
+                # this may run while the request is being cancelled.
                 loop.run_in_executor(None, self.token_limits.count_tokens, key, n_out)
         result = Completion(
             text="".join(parts),

@@ -1,0 +1,188 @@
+"""Admission: slots, the fair queue between keys, the per-key cap, draining, Retry-After.
+Pure asyncio, no engine needed (fast tier)."""
+
+import asyncio
+
+import pytest
+
+from gptapi.admission import Admission
+from gptapi.errors import KeyBusy, ServerBusy
+
+
+async def hold(
+    admission: Admission, started: list[str], name: str, release: asyncio.Event, key: str = "k"
+) -> None:
+    ticket = admission.enter(key)
+    try:
+        while not await admission.wait(ticket, None):
+            pass
+        started.append(name)
+        await release.wait()
+    finally:
+        admission.leave(ticket)
+
+
+def test_slots_then_queue_then_503_with_retry_after() -> None:
+    async def scenario() -> None:
+        admission = Admission(slots=2, max_queue=2)
+        release = asyncio.Event()
+        started: list[str] = []
+        tasks = [
+            asyncio.create_task(hold(admission, started, name, release))
+            for name in ("a", "b", "c", "d")
+        ]
+        await asyncio.sleep(0)
+        assert started == ["a", "b"]
+        assert (admission.busy, admission.queued) == (2, 2)
+        with pytest.raises(ServerBusy) as refused:
+            admission.enter("other")
+        assert int(refused.value.headers["Retry-After"]) >= 1
+        release.set()
+        await asyncio.gather(*tasks)
+        assert started == ["a", "b", "c", "d"]
+        assert (admission.busy, admission.queued) == (0, 0)
+
+    asyncio.run(scenario())
+
+
+def test_keys_take_turns_and_each_key_keeps_its_order() -> None:
+    """Key A queues 6 before key B sends 3: B's are served 2nd, 4th and 6th, not after A's."""
+
+    async def scenario() -> None:
+        admission = Admission(slots=1, max_queue=20)
+        gate = asyncio.Event()
+        order: list[str] = []
+        first = asyncio.create_task(hold(admission, order, "A0", gate, "A"))
+        await asyncio.sleep(0)
+        waiting = [
+            asyncio.create_task(hold(admission, order, f"A{i}", gate, "A")) for i in range(1, 7)
+        ]
+        waiting += [
+            asyncio.create_task(hold(admission, order, f"B{i}", gate, "B")) for i in range(3)
+        ]
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(first, *waiting)
+        assert order == ["A0", "A1", "B0", "A2", "B1", "A3", "B2", "A4", "A5", "A6"]
+
+    asyncio.run(scenario())
+
+
+def test_queue_position_follows_the_turns() -> None:
+    async def scenario() -> None:
+        admission = Admission(slots=1, max_queue=20)
+        running = admission.enter("A")
+        a = [admission.enter("A") for _ in range(3)]
+        b = [admission.enter("B") for _ in range(2)]
+        # Served in the order a0 b0 a1 b1 a2.
+        assert [admission.position(t) for t in a] == [1, 3, 5]
+        assert [admission.position(t) for t in b] == [2, 4]
+        assert admission.position(running) == 0
+        admission.leave(a[1])  # gives up its place
+        assert [admission.position(t) for t in (a[0], b[0], a[2], b[1])] == [1, 2, 3, 4]
+        for t in (running, a[0], a[2], *b):
+            admission.leave(t)
+        assert (admission.busy, admission.queued) == (0, 0)
+
+    asyncio.run(scenario())
+
+
+def test_a_key_over_its_cap_gets_429_others_still_enter() -> None:
+    async def scenario() -> None:
+        admission = Admission(slots=1, max_queue=10, max_per_key=2)
+        held = [admission.enter("A"), admission.enter("A")]
+        with pytest.raises(KeyBusy) as refused:
+            admission.enter("A")
+        assert int(refused.value.headers["Retry-After"]) >= 1
+        other = admission.enter("B")
+        admission.leave(held[0])
+        again = admission.enter("A")  # one of its requests ended: room again
+        for t in (held[1], other, again):
+            admission.leave(t)
+        assert admission.in_flight("A") == 0
+
+    asyncio.run(scenario())
+
+
+def test_cancelled_waiter_leaves_the_queue_and_keeps_order() -> None:
+    async def scenario() -> None:
+        admission = Admission(slots=1, max_queue=3)
+        release = asyncio.Event()
+        started: list[str] = []
+        first = asyncio.create_task(hold(admission, started, "a", release))
+        await asyncio.sleep(0)
+        waiting = [
+            asyncio.create_task(hold(admission, started, n, release)) for n in ("b", "c", "d")
+        ]
+        await asyncio.sleep(0)
+        waiting[1].cancel()  # "c" gives up
+        await asyncio.sleep(0)
+        assert admission.queued == 2
+        release.set()
+        await asyncio.gather(first, waiting[0], waiting[2])
+        assert started == ["a", "b", "d"]
+        assert admission.busy == 0
+
+    asyncio.run(scenario())
+
+
+def test_slot_handed_over_as_its_waiter_is_cancelled_is_passed_on() -> None:
+    async def scenario() -> None:
+        admission = Admission(slots=1, max_queue=3)
+        running = admission.enter("k")
+        queued = admission.enter("k")
+        behind = admission.enter("k")
+        admission.leave(running)  # hands its slot to `queued`...
+        assert queued.holds_slot
+        admission.leave(queued)  # ...whose client left before it noticed
+        assert behind.holds_slot and admission.busy == 1
+        admission.leave(behind)
+        assert admission.busy == 0
+
+    asyncio.run(scenario())
+
+
+def test_drain_refuses_queued_and_new_requests_but_lets_running_ones_finish() -> None:
+    async def scenario() -> None:
+        admission = Admission(slots=1, max_queue=5)
+        release = asyncio.Event()
+        started: list[str] = []
+        running = asyncio.create_task(hold(admission, started, "a", release))
+        await asyncio.sleep(0)
+        queued = asyncio.create_task(hold(admission, started, "b", release))
+        await asyncio.sleep(0)
+        admission.drain()
+        with pytest.raises(ServerBusy, match="shutting down"):
+            await queued
+        with pytest.raises(ServerBusy, match="shutting down"):
+            admission.enter("k")
+        release.set()
+        await running
+        assert started == ["a"]
+        assert admission.busy == 0
+
+    asyncio.run(scenario())
+
+
+def test_zero_queue_refuses_as_soon_as_slots_are_full() -> None:
+    async def scenario() -> None:
+        admission = Admission(slots=1, max_queue=0)
+        ticket = admission.enter("k")
+        with pytest.raises(ServerBusy):
+            admission.enter("k")
+        admission.leave(ticket)
+        admission.leave(admission.enter("k"))
+
+    asyncio.run(scenario())
+
+
+def test_retry_after_follows_the_measured_service_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [6.0]
+    monkeypatch.setattr("gptapi.admission.time.perf_counter", lambda: now[0])
+    admission = Admission(slots=1, max_queue=100)
+    assert admission.retry_after_s(ahead=3) == 4  # nothing measured: slots per 1 s hold
+    admission._completions.extend([0.0, 2.0, 4.0, 6.0])  # a completion every 2 s
+    assert admission.service_rate() == pytest.approx(0.5)
+    assert admission.retry_after_s(ahead=10) == 22
+    now[0] = 26.0  # nothing completed for 20 s since: the rate is at most 1 per 20 s
+    assert admission.retry_after_s(ahead=0) == 20
