@@ -205,8 +205,8 @@ class Settings(BaseSettings):
     )
     rate_limit_unauthenticated: str = Field(
         "600/minute",
-        description="Per-client-IP limit on routes without a key (health, docs, unknown paths); "
-        "a second budget of this size counts requests to keyed routes without a valid key "
+        description="Per-client-IP limit on the open paths (health, readiness, docs); "
+        "a second budget of this size counts requests to any other path without a valid key "
         "(401s): once spent, those get 429.",
     )
     rate_limit_storage: str = Field(

@@ -124,7 +124,9 @@ class BoundedHeadersProtocol(_Base):
         return self.cycle is None or bool(self.cycle.response_complete)
 
     def _arm(self) -> None:
+        """A request's head begins: its time and byte budgets start over."""
         self._waiting_cycle = self.cycle
+        self._head_bytes = 0
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
 
     def _disarm(self) -> None:

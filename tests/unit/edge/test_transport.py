@@ -206,3 +206,19 @@ def test_a_websocket_upgrade_is_plain_http_and_its_query_key_is_never_logged(
             assert answer.split(b"\r\n", 1)[0].split(b" ")[1] == expected, answer[:200]
     logged = caplog.text + (tmp_path / "requests.jsonl").read_text()
     assert secret not in logged
+
+
+def test_the_head_budget_starts_over_for_each_request_on_a_kept_alive_connection(
+    engine: FakeEngine,
+) -> None:
+    with Served(engine, max_header_bytes=4096, keepalive_timeout_s=30) as served:
+        sock = socket.create_connection(("127.0.0.1", served.port))
+        sock.settimeout(5)
+        # Each head arrives in two reads (~3 KiB in all): under the bound alone, over it summed.
+        for _ in range(3):
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 1500)
+            time.sleep(0.05)  # a second read of the same head, not a state to wait for
+            sock.sendall(b"a" * 1500 + b"\r\n\r\n")
+            answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+        sock.close()
