@@ -1,6 +1,6 @@
 """Write deploy/grafana/gptapi.json, the Grafana dashboard for gptapi's /metrics.
 
-The panels and their PromQL live here, readable; `tests/deploy/test_dashboard.py` runs every
+The panels and their PromQL live here, readable; `tests/system/deploy/test_dashboard.py` runs every
 query against a real Prometheus scraping a real gptapi. Run: python scripts/make_dashboard.py
 """
 

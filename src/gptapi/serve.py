@@ -150,7 +150,7 @@ def _serve_workers(workers: int, settings: Settings) -> int:
             flush=True,
         )
     # A worker that cannot load writes its line here and asks this process to stop (see
-    # app.end_the_server): one clear line and exit 1, as with one process.
+    # end_the_server below): one clear line and exit 1, as with one process.
     with tempfile.TemporaryDirectory(prefix="gptapi-") as tmp:
         fatal = Path(tmp) / "fatal"
         os.environ[FATAL_FILE_ENV] = str(fatal)

@@ -16,7 +16,12 @@ def _no_model_loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     import gptapi.app
     import gptapi.engine.llama
 
+    attempts: list[str] = []
+
     def refuse(*args: object, **kwargs: object) -> None:
+        # The app loads its engine in a task that turns exceptions into a 503 and a log line:
+        # the attempt is also noted, and fails the test when it ends.
+        attempts.append(repr(args)[:200])
         raise AssertionError("a fast-tier test tried to load a model: move it to tests/system")
 
     monkeypatch.setattr(gptapi.app, "load_llama_engine", refuse)
@@ -24,3 +29,4 @@ def _no_model_loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(llama_cpp, "llama_model_load_from_file", refuse)
     monkeypatch.setattr(llama_cpp.Llama, "__init__", refuse)
     yield
+    assert not attempts, f"a fast-tier test tried to load a model: {attempts}"

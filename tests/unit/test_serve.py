@@ -48,3 +48,12 @@ def test_ready_is_503_while_another_worker_still_loads(
 def test_one_process_needs_no_marker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(serve.READY_DIR_ENV, raising=False)
     assert serve.workers_not_ready() == (0, 1)
+
+
+def test_ready_is_503_once_the_server_drains() -> None:
+    with serve_fake() as c:
+        assert c.get("/ready").status_code == 200
+        c.app.state.gateway.admission.drain()  # type: ignore[attr-defined]
+        r = c.get("/ready")
+        assert_error(r, 503, "server_busy")
+        assert "shutting down" in r.json()["error"]["message"]

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gptapi.api.deps import GatewayDep, SettingsDep
 from gptapi.api.schemas import ErrorResponse, Health, Ready
-from gptapi.errors import EngineUnavailable, ModelNotReady
+from gptapi.errors import EngineUnavailable, ModelNotReady, ServerBusy
 from gptapi.serve import workers_not_ready
 
 router = APIRouter(tags=["operations"])
@@ -39,6 +39,11 @@ async def health() -> Health:
 async def ready(gateway: GatewayDep, settings: SettingsDep) -> Ready:
     if not gateway.engine.healthy():
         raise EngineUnavailable()
+    if gateway.admission.draining:
+        # A balancer that trusts /ready stops sending here while the running requests finish.
+        raise ServerBusy(
+            "server is shutting down", gateway.admission.retry_after_s(), reason="draining"
+        )
     loading, workers = workers_not_ready()
     if loading:
         raise ModelNotReady(f"the model is still loading in {loading} of {workers} workers")

@@ -38,7 +38,10 @@ class BodyRules:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["method"] not in _BODY_METHODS:
+        if scope["method"] not in _BODY_METHODS or "key_id" not in scope.get("state", {}):
+            # No body to read, or a request without a key (an open path: none takes a body; the
+            # route refuses it unread, as a 401 does): nobody makes the server wait for bytes
+            # before showing a key.
             await self.app(scope, receive, send)
             return
         try:

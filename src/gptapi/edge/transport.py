@@ -46,33 +46,34 @@ class BoundedHeadersProtocol(_Base):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
-        self._waiting_cycle: object = None
-        self._head_bytes = 0  # of the head still arriving
-        self._header_lines = 0  # complete header lines of the current request, with their bytes
+        # True while a request's head is awaited or arriving: from the connection's opening,
+        # and from a request's first byte (the parser's on_message_begin) to its last header
+        # line (on_headers_complete), whatever the previous response on the connection is
+        # doing. Body bytes (a body left unread after an early 401, say) never count.
+        self._in_head = False
+        self._head_bytes = 0
+        self._header_lines = 0
         self._header_line_bytes = 0
         self._refused: str | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm()
+        self._begin_head()
 
     def data_received(self, data: bytes) -> None:
         if self._refused is not None:
             return  # answered 431 and closing: read nothing more
-        if self._header_timer is None and self._between_requests():
-            self._arm()  # the first byte of the next request on a kept-alive connection
         super().data_received(data)
-        if self._header_timer is not None and self.cycle is not self._waiting_cycle:
-            self._disarm()  # its headers are complete: a new request cycle began
-        elif self._header_timer is not None and self._refused is None:
-            # Still inside the head: all of this read was head bytes.
+        if self._in_head and self._refused is None:
+            # The head is still unfinished after this read, so the read was head bytes (all of
+            # it is counted, the tail of a pipelined body before the head included: one read).
             self._head_bytes += len(data)
             if self._head_bytes > self.max_header_bytes:
                 self._refuse(f"request headers exceed {self.max_header_bytes} bytes")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._header_lines = self._header_line_bytes = 0
+        self._begin_head()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_lines += 1
@@ -85,6 +86,11 @@ class BoundedHeadersProtocol(_Base):
             # Stops the parser: uvicorn answers a parser error with send_400_response.
             raise ValueError(self._refused)
         super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._disarm()
+        super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:
         if self._refused is None:
@@ -112,22 +118,25 @@ class BoundedHeadersProtocol(_Base):
             "content-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
         )
-        if not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:
             self.transport.write(head.encode() + body)
-            self.transport.close()
+        # else: the head came pipelined behind a response still being sent; an answer now would
+        # land inside that response, so the connection is only closed.
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 
-    def _between_requests(self) -> bool:
-        return self.cycle is None or bool(self.cycle.response_complete)
-
-    def _arm(self) -> None:
-        """A request's head begins: its time and byte budgets start over."""
-        self._waiting_cycle = self.cycle
-        self._head_bytes = 0
-        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
+    def _begin_head(self) -> None:
+        """A request's head is awaited (a new connection) or begins (its first byte): its byte
+        budget starts over, and its time budget runs from here unless it already does."""
+        self._in_head = True
+        self._head_bytes = self._header_lines = self._header_line_bytes = 0
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
 
     def _disarm(self) -> None:
         if self._header_timer is not None:
@@ -136,7 +145,7 @@ class BoundedHeadersProtocol(_Base):
 
     def _headers_late(self) -> None:
         self._header_timer = None
-        if self.cycle is self._waiting_cycle and not self.transport.is_closing():
+        if self._in_head and not self.transport.is_closing():
             self.transport.close()
 
 

@@ -53,7 +53,8 @@ def test_v1_reports_cached_tokens_in_usage_and_in_the_last_stream_chunk(
     # a batch of 1 where the first computed it among 197, and llama.cpp's float sums differ by
     # batch shape, so a near-tie between two tokens can go either way (with this very prompt
     # and "[v1-usage-check] " first: " The atlases." fresh, " The 19" restored, before and after
-    # 2026-12-02). tests/engine/test_prompt_cache.py checks answers on prompts without such a tie.
+    # 2026-12-02). tests/system/engine/test_prompt_cache.py checks answers on prompts without
+    # such a tie.
 
     chunks = list(
         oai.completions.create(

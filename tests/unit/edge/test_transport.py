@@ -222,3 +222,61 @@ def test_the_head_budget_starts_over_for_each_request_on_a_kept_alive_connection
             answer = sock.recv(65536)
             assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
         sock.close()
+
+
+def test_a_head_arriving_behind_a_response_still_being_sent_is_bounded_too() -> None:
+    engine = FakeEngine(token_s=0.1)
+    with Served(engine) as served:
+        sock = socket.create_connection(("127.0.0.1", served.port))
+        body = b'{"prompt": "hi", "max_tokens": 400, "stream": true}'  # 40 s of tokens
+        sock.sendall(
+            b"POST /generate-text HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + API_KEY.encode() + b"\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        wait_until(lambda: engine.running == 1, what="the stream's start")
+        # While it streams, the next request's head starts and never ends.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            for _ in range(64):
+                sock.sendall(b"a" * 1024)
+        # The head passed its bound: the connection is closed (which ends the stream) long
+        # before the stream's 40 s; before the fix those head bytes were never counted.
+        wait_until(lambda: engine.running == 0, within_s=20, what="the connection's close")
+        answer = read_response(sock, 5)
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 200")  # the stream began
+        assert b"431" not in answer  # nothing written into the middle of the stream
+
+
+def test_a_body_left_unread_after_a_401_is_not_counted_as_the_next_head(engine: FakeEngine) -> None:
+    with Served(engine, keepalive_timeout_s=30) as served:
+        sock = socket.create_connection(("127.0.0.1", served.port))
+        sock.settimeout(5)
+        size = 96 * 1024
+        sock.sendall(
+            b"POST /generate-text HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(size).encode() + b"\r\n\r\n"
+        )
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 401"), first[:100]
+        for _ in range(3):  # the rest of the body, in separate reads
+            sock.sendall(b"x" * (size // 3))
+            time.sleep(0.05)  # separate reads, not a state to wait for
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        second = sock.recv(65536)
+        sock.close()
+        assert second.startswith(b"HTTP/1.1 200"), second[:100]
+
+
+def test_an_open_path_never_waits_for_a_body_before_answering(engine: FakeEngine) -> None:
+    with Served(engine) as served:
+        sock = socket.create_connection(("127.0.0.1", served.port))
+        sock.settimeout(3)  # the body timeout is 30 s: an answer within 3 s did not wait for it
+        sock.sendall(
+            b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 200000\r\n\r\n"
+        )  # and no body
+        answer = sock.recv(65536)
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 405"), answer[:100]
