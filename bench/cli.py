@@ -57,6 +57,14 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
         help="tasks: /generate-text, /summarize-text, /answer-question; openai: the same inputs "
         "through /v1/completions and /v1/chat/completions",
     )
+    p.add_argument(
+        "--json-schema",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="structured output: every request asks for JSON valid against this JSON Schema "
+        "(json_schema on the task routes, response_format on /v1)",
+    )
     p.add_argument("--timeout", type=float, default=600, help="per-request client timeout (s)")
     p.add_argument("--time-cap", type=float, default=3600, help="hard end of the run (s)")
     p.add_argument(

@@ -53,6 +53,7 @@ class LoadConfig:
     timeout_s: float
     time_cap_s: float
     api: str = "tasks"  # "tasks": /generate-text etc.; "openai": the same inputs through /v1
+    json_schema: dict[str, Any] | None = None  # structured output for every request
 
 
 @dataclass
@@ -162,7 +163,9 @@ class LoadRun:
 
     async def _one(self, client: httpx.AsyncClient, user: int, task_input: TaskInput) -> None:
         start = self._elapsed()
-        path, body = request_for(task_input, self.config.max_tokens, self.config.api)
+        path, body = request_for(
+            task_input, self.config.max_tokens, self.config.api, self.config.json_schema
+        )
         status, payload, exc, request_id = 0, None, None, None
         ttft: float | None = None
         gaps: list[float] = []
@@ -240,12 +243,21 @@ class LoadRun:
             await asyncio.sleep(0.4)
 
 
-def request_for(task_input: TaskInput, max_tokens: int, api: str) -> tuple[str, dict[str, Any]]:
-    """The route and body for one corpus input: a task endpoint, or its /v1 equivalent."""
+def request_for(
+    task_input: TaskInput, max_tokens: int, api: str, json_schema: dict[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The route and body for one corpus input: a task endpoint, or its /v1 equivalent; with a
+    JSON schema, structured output (``json_schema``, or /v1's ``response_format``)."""
     if api != "openai":
-        return task_input.path, {**task_input.body, "max_tokens": max_tokens}
+        extra = {} if json_schema is None else {"json_schema": json_schema}
+        return task_input.path, {**task_input.body, "max_tokens": max_tokens, **extra}
     body = task_input.body
-    common = {"model": "gptapi", "max_tokens": max_tokens, "temperature": 0}
+    common: dict[str, Any] = {"model": "gptapi", "max_tokens": max_tokens, "temperature": 0}
+    if json_schema is not None:
+        common["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "bench", "schema": json_schema},
+        }
     if task_input.task == "generate":
         return "/v1/completions", {**common, "prompt": body["prompt"]}
     if task_input.task == "summarize":

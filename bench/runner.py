@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import time
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ def load_config(args: argparse.Namespace, base_url: str, api_key: str, users: in
         timeout_s=args.timeout,
         time_cap_s=args.time_cap,
         api=args.api,
+        json_schema=json.loads(args.json_schema.read_text()) if args.json_schema else None,
     )
 
 

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -138,6 +139,16 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     server = start_server(tmp_path_factory.mktemp("live"))
     yield server
     stop_server(server)
+
+
+@pytest.fixture()
+def oai(live_server: LiveServer) -> Iterator[Any]:
+    """The official openai SDK on the live server's /v1, as its users make one."""
+    import openai
+
+    sdk = openai.OpenAI(base_url=f"{live_server.base_url}/v1", api_key=API_KEY, timeout=120)
+    yield sdk
+    sdk.close()
 
 
 @pytest.fixture()

@@ -17,6 +17,7 @@ from gptapi.engine import (
     PromptPart,
     PromptStats,
     SamplingParams,
+    TokenLogprob,
     prompt_parts,
 )
 
@@ -62,6 +63,15 @@ class FakeEngine:
         self.prompts.append(parts)
         return list(range(1, 1 + sum(len(p.text.split()) for p in parts)))
 
+    def check_grammar(self, grammar: str) -> None:
+        if "root" not in grammar:
+            raise ValueError("no root rule")
+
+    def pieces(self, tokens: list[int]) -> list[bytes]:
+        if any(not 0 <= t < 1000 for t in tokens):
+            raise ValueError("token outside the fake vocabulary (0..999)")
+        return [f" w{t}".encode() for t in tokens]
+
     async def generate(
         self, tokens: list[int], params: SamplingParams, *, scope: str = ""
     ) -> AsyncGenerator[Delta, None]:
@@ -73,7 +83,14 @@ class FakeEngine:
                 if self.fail_after is not None and i > self.fail_after:
                     raise self.failure("llama_decode failed")
                 await asyncio.sleep(self.token_s)
-                yield Delta(f" t{i}{self.piece}", i, "length" if i == params.max_tokens else None)
+                finish = "length" if i == params.max_tokens else None
+                text = f" t{i}{self.piece}"
+                k = params.logprobs
+                logprobs = () if k is None else (
+                    TokenLogprob(text.encode(), -0.5, tuple((f" a{j}".encode(), -1.0 - j)
+                                                           for j in range(k))),
+                )  # fmt: skip
+                yield Delta(text, i, finish, logprobs=logprobs)
         finally:
             self.running -= 1
 

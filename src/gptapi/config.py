@@ -307,6 +307,11 @@ class Settings(BaseSettings):
         description="Open connections + requests in progress per process; beyond, uvicorn "
         "answers 503 (plain text, before the app) — a last wall well above GPTAPI_MAX_QUEUE.",
     )
+    v1_strict: bool = Field(
+        False,
+        description="Refuse unknown fields in /v1 bodies with a 400 naming them. Off: ignored "
+        "like OpenAI's peers do, logged once per name, counted in gptapi_v1_ignored_fields_total.",
+    )
     docs_enabled: bool = Field(
         True, description="Serve /docs, /redoc and /openapi.json (turn off to hide the schema)."
     )

@@ -26,6 +26,7 @@ from gptapi.engine import (
     FinishReason,
     Prompt,
     SamplingParams,
+    TokenLogprob,
 )
 from gptapi.errors import (
     ContextLengthExceeded,
@@ -55,6 +56,7 @@ class Completion:
     queue_s: float
     ttft_s: float | None  # from arrival to the first generated token
     total_s: float
+    logprobs: tuple[TokenLogprob, ...] = ()  # per generated token, when the request asked
 
     @property
     def tokens_per_s(self) -> float:
@@ -184,6 +186,7 @@ class Gateway:
         except ServerBusy as exc:
             self._refuse(exc, exc.reason)
         parts: list[str] = []
+        logprobs: list[TokenLogprob] = []
         n_out = cached = 0
         finish: FinishReason = "length"
         ttft_s: float | None = None
@@ -216,6 +219,7 @@ class Gateway:
                         ttft_s = time.perf_counter() - arrived
                         record.first_token(ttft_s)
                     parts.append(delta.text)
+                    logprobs.extend(delta.logprobs)
                     n_out, cached = delta.completion_tokens, delta.cached_tokens
                     if delta.finish_reason is not None:
                         finish = delta.finish_reason
@@ -258,6 +262,7 @@ class Gateway:
                 loop.run_in_executor(None, self.token_limits.count_tokens, key, n_out)
         result = Completion(
             text="".join(parts),
+            logprobs=tuple(logprobs),
             finish_reason=finish,
             prompt_tokens=len(tokens),
             cached_tokens=cached,

@@ -7,6 +7,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from fastapi.testclient import TestClient
+
+from tests.fakes import FakeEngine
+from tests.helpers import serve_fake
+
+
+@pytest.fixture()
+def engine() -> FakeEngine:
+    """The fake engine a test's app serves with (``client``)."""
+    return FakeEngine()
+
+
+@pytest.fixture()
+def client(engine: FakeEngine) -> Iterator[TestClient]:
+    """The app in process on ``engine``, with one key (``tests.helpers.AUTH``)."""
+    with serve_fake(engine) as c:
+        yield c
 
 
 @pytest.fixture(autouse=True)

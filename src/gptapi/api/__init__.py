@@ -3,6 +3,6 @@ adapts its body to a ``pipeline`` job and shapes the result; only ``pipeline`` r
 
 from fastapi import APIRouter
 
-from gptapi.api import ops, tasks, v1
+from gptapi.api import ops, tasks, tokens, v1
 
-ROUTERS: tuple[APIRouter, ...] = (ops.router, tasks.router, v1.router)
+ROUTERS: tuple[APIRouter, ...] = (ops.router, tasks.router, v1.router, tokens.router)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Protocol, TypeVar
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
@@ -23,13 +23,14 @@ from starlette.types import Message, Send
 from gptapi.api.cancel import cancel_on_disconnect
 from gptapi.api.sse import error_event, first_event, keepalive, sse_event
 from gptapi.config import Settings
-from gptapi.engine import Delta, SamplingParams
+from gptapi.engine import Delta, SamplingParams, TokenLogprob
 from gptapi.errors import GptapiError, InputTooLarge, InvalidRequest
 from gptapi.gateway import Completion, Gateway, Waiting
 from gptapi.prompts import TaskPrompt
 from gptapi.telemetry.requestlog import RequestRecord
 
 log = logging.getLogger("gptapi.api")
+T = TypeVar("T")
 _WRITE_GRACE_S = 5.0
 
 
@@ -42,6 +43,12 @@ class Sampling:
     top_p: float
     top_k: int
     seed: int | None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    grammar: str | None = None  # structured output
+    logprobs: int | None = None  # None: off; k: each token's logprob and k alternatives
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,7 @@ class GenerationJob:
     params: SamplingParams
     stream: bool
     include_usage: bool = False  # /v1 streams: a last chunk with the token usage
+    n: int = 1  # choices: n sequences of one prompt, each a request for slots and limits
 
 
 def make_job(
@@ -63,6 +71,7 @@ def make_job(
     stop: list[str],
     stream: bool,
     include_usage: bool = False,
+    n: int = 1,
 ) -> GenerationJob:
     """Check what the request asks for against this server's limits, then build its prompt
     (``prompt`` runs last: rendering a template is the only costly step)."""
@@ -75,16 +84,15 @@ def make_job(
         )
     built = prompt()
     params = SamplingParams(
-        max_tokens=sampling.max_tokens
-        or min(settings.default_max_tokens, settings.max_tokens_limit),
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        top_k=sampling.top_k,
-        stop=tuple(stop) + built.stop,
-        seed=sampling.seed,
-        skip_leading_whitespace=built.skip_leading_whitespace,
+        **{
+            **asdict(sampling),
+            "max_tokens": sampling.max_tokens
+            or min(settings.default_max_tokens, settings.max_tokens_limit),
+            "stop": tuple(stop) + built.stop,
+            "skip_leading_whitespace": built.skip_leading_whitespace,
+        }
     )
-    return GenerationJob(task, built, params, stream, include_usage)
+    return GenerationJob(task, built, params, stream, include_usage, n)
 
 
 def _check_text_size(settings: Settings, texts: dict[str, str | None]) -> None:
@@ -114,18 +122,20 @@ def _check_stop_strings(settings: Settings, stop: list[str]) -> None:
 class Shape(Protocol):
     """How one API's responses look; nothing else differs between the APIs."""
 
-    def final(self, result: Completion) -> BaseModel:
-        """The whole response of a request that did not stream."""
+    def final(self, results: list[Completion]) -> BaseModel:
+        """The whole response of a request that did not stream (one result per choice)."""
         ...
 
-    def opening(self) -> list[dict[str, Any]]:
+    def opening(self, n: int) -> list[dict[str, Any]]:
         """Chunks a stream starts with, before any text."""
         ...
 
-    def text(self, text: str) -> dict[str, Any]: ...
+    def text(self, text: str, index: int, logprobs: tuple[TokenLogprob, ...]) -> dict[str, Any]:
+        """A chunk of released text (possibly empty when it only carries logprobs)."""
+        ...
 
-    def closing(self, result: Completion, include_usage: bool) -> list[dict[str, Any]]:
-        """The chunks after the last text (finish reason, usage), before ``[DONE]``."""
+    def closing(self, results: list[Completion], include_usage: bool) -> list[dict[str, Any]]:
+        """The chunks after the last text (finish reasons, usage), before ``[DONE]``."""
         ...
 
 
@@ -137,58 +147,115 @@ async def run(
 ) -> BaseModel | StreamingResponse:
     record: RequestRecord = request.state.record
     record.task = job.task
+    # Choice i: its own sequence, record and (with a seed) seed + i, so n choices at a
+    # temperature differ and are reproducible. Started together, they share the prompt's KV
+    # (concurrent prefix sharing): the prompt is computed once.
+    records = [record, *(record.child(i) for i in range(1, job.n))]
+    params = [
+        job.params if i == 0 or job.params.seed is None
+        else replace(job.params, seed=(job.params.seed + i) % 2**32)
+        for i in range(job.n)
+    ]  # fmt: skip
     if job.stream:
         loop = asyncio.get_running_loop()
         # A little after the request's own deadline, so its timeout error event still goes out.
         deadline = loop.time() + settings.request_timeout_s + _WRITE_GRACE_S
-        events = gateway.stream(job.prompt.parts, job.params, record=record)
+        streams = [
+            gateway.stream(job.prompt.parts, p, record=r)
+            for p, r in zip(params, records, strict=True)
+        ]
         # Refusals (busy, key cap, too long, token budget) happen before the first event, so
         # they are still proper HTTP errors rather than errors inside a 200 stream.
-        first = await cancel_on_disconnect(request, first_event(events))
+        try:
+            firsts = await cancel_on_disconnect(request, _all(first_event(e) for e in streams))
+        except BaseException:
+            await asyncio.gather(*(e.aclose() for e in streams), return_exceptions=True)
+            raise
         return DeadlineStreamingResponse(
-            _sse(first, events, record, shape, job.include_usage, settings.log_text),
+            _sse(firsts, streams, records, shape, job.include_usage, settings.log_text),
             deadline=deadline,
             record=record,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    result = await cancel_on_disconnect(
-        request, gateway.complete(job.prompt.parts, job.params, record=record)
+    results = await cancel_on_disconnect(
+        request,
+        _all(
+            gateway.complete(job.prompt.parts, p, record=r)
+            for p, r in zip(params, records, strict=True)
+        ),
     )
+    _account(records, results)
     if settings.log_text:
-        record.text = {"prompt": job.prompt.text, "output": result.text}
-    return shape.final(result)
+        record.text = {"prompt": job.prompt.text, "output": results[0].text}
+    return shape.final(results)
+
+
+async def _all(work: Iterable[Awaitable[T]]) -> list[T]:
+    """Every result, or the first failure with the rest cancelled (one choice refused or
+    failed fails the request: it was admitted as n requests, it ends as one)."""
+    tasks = [asyncio.ensure_future(w) for w in work]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def _account(records: list[RequestRecord], results: list[Completion]) -> None:
+    """The request's log line counts every choice's generated tokens."""
+    if len(results) > 1:
+        records[0].completion_tokens = sum(r.completion_tokens for r in results)
 
 
 async def _sse(
-    first: Delta | Waiting | Completion,
-    events: Events,
-    record: RequestRecord,
+    firsts: list[Delta | Waiting | Completion],
+    streams: list[Events],
+    records: list[RequestRecord],
     shape: Shape,
     include_usage: bool,
     log_text: bool,
 ) -> AsyncIterator[bytes]:
-    # Starlette cancels this generator when the client goes away; closing `events` then
-    # cancels the sequence, which frees its slot at the next decode step.
+    """Every choice's events as they come, each text chunk tagged with its choice's index."""
+    # Starlette cancels this generator when the client goes away; closing the streams then
+    # cancels the sequences, which frees their slots at the next decode step.
+    results: list[Completion | None] = [None] * len(streams)
+    nexts: dict[asyncio.Future[Delta | Waiting | Completion], int] = {}
     try:
-        for chunk in shape.opening():
+        for chunk in shape.opening(len(streams)):
             yield sse_event(chunk)
-        event = first
-        while not isinstance(event, Completion):
-            if isinstance(event, Waiting):
-                yield keepalive(event)
-            elif event.text:
-                yield sse_event(shape.text(event.text))
-            event = await anext(events)
+        arrived = list(enumerate(firsts))
+        while arrived:
+            for index, event in arrived:
+                if isinstance(event, Completion):
+                    results[index] = event
+                    continue
+                if isinstance(event, Waiting):
+                    if index == 0:  # one keepalive line for the request, not one per choice
+                        yield keepalive(event)
+                elif event.text or event.logprobs:
+                    yield sse_event(shape.text(event.text, index, event.logprobs))
+                nexts[asyncio.ensure_future(anext(streams[index]))] = index
+            arrived = []
+            if nexts:
+                done, _ = await asyncio.wait(nexts, return_when=asyncio.FIRST_COMPLETED)
+                arrived = [(nexts.pop(task), task.result()) for task in done]
+        finished = [r for r in results if r is not None]
+        _account(records, finished)
         if log_text:
-            record.text = {"output": event.text}
-        for chunk in shape.closing(event, include_usage):
+            records[0].text = {"output": finished[0].text}
+        for chunk in shape.closing(finished, include_usage):
             yield sse_event(chunk)
         yield b"data: [DONE]\n\n"
     except GptapiError as exc:
-        yield error_event(record, exc)
+        yield error_event(records[0], exc)
     finally:
-        await events.aclose()
+        for task in nexts:
+            task.cancel()
+        await asyncio.gather(*nexts, return_exceptions=True)
+        await asyncio.gather(*(e.aclose() for e in streams), return_exceptions=True)
 
 
 class DeadlineStreamingResponse(StreamingResponse):

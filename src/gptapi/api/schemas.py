@@ -7,7 +7,7 @@ checked by ``limits`` against the running configuration.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -40,6 +40,18 @@ Text = Annotated[str, Field(min_length=1), AfterValidator(_text)]
 StopString = Annotated[CleanStr, Field(min_length=1)]
 
 
+PRESENCE_PENALTY = (
+    "OpenAI's: subtracted once from the logit of every token already generated (-2..2, 0 = off)."
+)
+FREQUENCY_PENALTY = (
+    "OpenAI's: subtracted from a token's logit per time it was generated so far (-2..2, 0 = off)."
+)
+REPETITION_PENALTY = (
+    "llama.cpp's repeat penalty (vLLM's repetition_penalty): the logits of generated tokens are "
+    "divided by it when positive, multiplied when negative (1 = off)."
+)
+
+
 class SamplingFields(BaseModel):
     model_config = _STRICT
 
@@ -55,6 +67,15 @@ class SamplingFields(BaseModel):
     )
     seed: int | None = Field(
         None, ge=0, le=2**32 - 2, description="Seed for sampling; same seed, same output."
+    )
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, description=PRESENCE_PENALTY)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, description=FREQUENCY_PENALTY)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=2.0, description=REPETITION_PENALTY)
+    json_schema: dict[str, Any] | None = Field(
+        None,
+        description="Structured output: the text is JSON valid against this JSON Schema, "
+        "constrained by a grammar while it is generated (supported keywords: README). A "
+        "'length' finish means it was cut off.",
     )
     stream: bool = Field(
         False,

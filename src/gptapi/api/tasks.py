@@ -22,7 +22,9 @@ from gptapi.api.schemas import (
     Timings,
     Usage,
 )
+from gptapi.api.structured import check_grammar, schema_grammar
 from gptapi.config import Settings
+from gptapi.engine import TokenLogprob
 from gptapi.gateway import Completion, Gateway
 
 router = APIRouter(tags=["tasks"])
@@ -63,7 +65,8 @@ class TaskShape:
     def __init__(self, request_id: str, model: str) -> None:
         self.request_id, self.model = request_id, model
 
-    def final(self, result: Completion) -> TaskResponse:
+    def final(self, results: list[Completion]) -> TaskResponse:
+        result = results[0]  # the task endpoints have one choice
         return TaskResponse(
             id=self.request_id,
             model=self.model,
@@ -83,15 +86,15 @@ class TaskShape:
             ),
         )
 
-    def opening(self) -> list[dict[str, Any]]:
+    def opening(self, n: int) -> list[dict[str, Any]]:
         return []
 
-    def text(self, text: str) -> dict[str, Any]:
+    def text(self, text: str, index: int, logprobs: tuple[TokenLogprob, ...]) -> dict[str, Any]:
         return {"id": self.request_id, "text": text}
 
-    def closing(self, result: Completion, include_usage: bool) -> list[dict[str, Any]]:
+    def closing(self, results: list[Completion], include_usage: bool) -> list[dict[str, Any]]:
         # The text was streamed already: the final event carries everything else.
-        return [{**self.final(result).model_dump(), "text": ""}]
+        return [{**self.final(results).model_dump(), "text": ""}]
 
 
 async def _run(
@@ -105,12 +108,24 @@ async def _run(
     prompt: Callable[[], prompts.TaskPrompt],
     stop: list[str] | None = None,
 ) -> TaskResponse | StreamingResponse:
+    grammar = None if body.json_schema is None else schema_grammar(body.json_schema, "json_schema")
+    await check_grammar(gateway.engine, grammar, "json_schema")
     job = make_job(
         settings,
         task=task,
         texts=texts,
         prompt=prompt,
-        sampling=Sampling(body.max_tokens, body.temperature, body.top_p, body.top_k, body.seed),
+        sampling=Sampling(
+            body.max_tokens,
+            body.temperature,
+            body.top_p,
+            body.top_k,
+            body.seed,
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
+            repetition_penalty=body.repetition_penalty,
+            grammar=grammar,
+        ),
         stop=stop or [],
         stream=body.stream,
     )

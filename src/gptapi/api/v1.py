@@ -5,6 +5,7 @@ Same key, limits, logging, metrics and gateway path as the task endpoints; only 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,24 +17,22 @@ from gptapi import prompts
 from gptapi.api.deps import GatewayDep, KeyDep, SettingsDep
 from gptapi.api.pipeline import Sampling, make_job, run
 from gptapi.api.schemas import ErrorResponse
+from gptapi.api.structured import check_grammar, response_format_grammar
 from gptapi.api.tasks import STREAMING
 from gptapi.api.v1_schemas import (
-    AssistantMessage,
-    ChatChoice,
     ChatCompletionRequest,
     ChatCompletionResponse,
-    CompletionChoice,
     CompletionRequest,
     CompletionResponse,
     ModelCard,
     ModelList,
-    PromptTokensDetails,
     V1Sampling,
-    V1Usage,
 )
+from gptapi.api.v1_shape import V1Shape
+from gptapi.api.v1_unknown import ignore_unknown_fields
 from gptapi.config import Settings
-from gptapi.errors import UnsupportedParameter
-from gptapi.gateway import Completion, Gateway
+from gptapi.errors import InvalidRequest, UnsupportedParameter
+from gptapi.gateway import Gateway
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 V1Response = CompletionResponse | ChatCompletionResponse | StreamingResponse
@@ -49,19 +48,24 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _refuse_unsupported(body: V1Sampling, extra: dict[str, Any]) -> None:
-    checks: dict[str, bool] = {
-        "n": body.n != 1,
-        "logprobs": body.logprobs not in (None, False),
-        "top_logprobs": body.top_logprobs is not None,
-        "logit_bias": bool(body.logit_bias),
-        "presence_penalty": bool(body.presence_penalty),
-        "frequency_penalty": bool(body.frequency_penalty),
-        **extra,
-    }
+def _refuse_unsupported(checks: dict[str, bool]) -> None:
+    """400 naming a declared field that asks for what this server does not do. A field that is
+    a no-op as sent (tool fields with no tools, ``n: 1``, a penalty of 0, ``logprobs: false``,
+    ``top_logprobs: 0``, an empty ``logit_bias``) is accepted, as OpenAI's peers accept it."""
     for name, unsupported in checks.items():
         if unsupported:
             raise UnsupportedParameter(f"'{name}' is not supported by this server", param=name)
+
+
+def _no_tools(body: ChatCompletionRequest) -> dict[str, bool]:
+    """Tool fields that ask for nothing (no tools given) are no-ops; asking for a tool call is
+    what this server cannot do yet."""
+    return {
+        "tools": bool(body.tools),
+        "tool_choice": body.tool_choice not in (None, "none", "auto"),
+        "functions": bool(body.functions),
+        "function_call": body.function_call not in (None, "none", "auto"),
+    }
 
 
 @router.get("/models", response_model=ModelList, responses=ERROR_RESPONSES)
@@ -84,7 +88,6 @@ async def completions(
 ) -> V1Response:
     prompts_ = body.prompt if isinstance(body.prompt, list) else [body.prompt]
     _refuse_unsupported(
-        body,
         {
             "prompt": len(prompts_) != 1,
             "echo": body.echo,
@@ -96,6 +99,7 @@ async def completions(
     return await _run(
         request, gateway, settings, body, chat=False, texts={"prompt": prompts_[0]},
         prompt=lambda: prompts.text_prompt(prompts_[0], skip=False), max_tokens=body.max_tokens,
+        logprobs=body.logprobs,
     )  # fmt: skip
 
 
@@ -112,23 +116,16 @@ async def chat_completions(
     gateway: GatewayDep,
     settings: SettingsDep,
 ) -> V1Response:
-    _refuse_unsupported(
-        body,
-        {
-            "tools": bool(body.tools),
-            "tool_choice": body.tool_choice not in (None, "none"),
-            "functions": bool(body.functions),
-            "function_call": body.function_call is not None,
-            "parallel_tool_calls": body.parallel_tool_calls is not None,
-            "response_format": body.response_format not in (None, {"type": "text"}),
-        },
-    )
+    _refuse_unsupported(_no_tools(body))
+    if body.top_logprobs and not body.logprobs:
+        raise UnsupportedParameter("top_logprobs needs logprobs: true", param="top_logprobs")
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
     return await _run(
         request, gateway, settings, body, chat=True,
         texts={"messages": "".join(m["content"] for m in messages)},
         prompt=lambda: prompts.chat_prompt(gateway.engine.info, messages),
         max_tokens=body.max_completion_tokens or body.max_tokens,
+        logprobs=body.top_logprobs if body.logprobs else None,
     )  # fmt: skip
 
 
@@ -142,78 +139,38 @@ async def _run(
     texts: dict[str, str | None],
     prompt: Callable[[], prompts.TaskPrompt],
     max_tokens: int | None,
+    logprobs: int | None,
 ) -> V1Response:
+    ignore_unknown_fields(request, settings, body.unknown_fields())
     # OpenAI's sampling: no top-k at all (0 = the whole vocabulary).
-    sampling = Sampling(max_tokens, body.temperature, body.top_p, 0, body.seed)
+    grammar = response_format_grammar(body.response_format)
+    await check_grammar(gateway.engine, grammar, "response_format")
+    if body.logit_bias:
+        try:  # ids outside the vocabulary are the client's mistake, named
+            await asyncio.to_thread(gateway.engine.pieces, list(body.logit_bias))
+        except ValueError as exc:
+            raise InvalidRequest(f"logit_bias: {exc}") from None
+    sampling = Sampling(
+        max_tokens,
+        body.temperature,
+        body.top_p,
+        0,
+        body.seed,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        repetition_penalty=body.repetition_penalty,
+        logit_bias=tuple(sorted(body.logit_bias.items())),
+        grammar=grammar,
+        logprobs=logprobs,
+    )
     job = make_job(
         settings, task="chat" if chat else "completion", texts=texts, prompt=prompt,
         sampling=sampling, stop=body.stop_strings(), stream=body.stream,
         include_usage=body.stream_options is not None and body.stream_options.include_usage,
+        n=body.n,
     )  # fmt: skip
     record_id = request.state.record.request_id
-    shape = _Shape(chat, f"{'chatcmpl' if chat else 'cmpl'}-{record_id}", gateway.engine.info.id)
+    shape = V1Shape(chat, f"{'chatcmpl' if chat else 'cmpl'}-{record_id}", gateway.engine.info.id)
     response = await run(request, gateway, settings, job, shape)
     assert isinstance(response, CompletionResponse | ChatCompletionResponse | StreamingResponse)
     return response
-
-
-class _Shape:
-    """OpenAI's field names for one response, plain or streamed."""
-
-    def __init__(self, chat: bool, id_: str, model: str) -> None:
-        self.chat, self.id, self.model = chat, id_, model
-        self.created = int(time.time())
-
-    def final(self, result: Completion) -> ChatCompletionResponse | CompletionResponse:
-        usage = _usage(result)
-        finish = "length" if result.finish_reason == "length" else "stop"
-        if self.chat:
-            return ChatCompletionResponse(
-                id=self.id, created=self.created, model=self.model, usage=usage,
-                choices=[ChatChoice(message=AssistantMessage(content=result.text),
-                                    finish_reason=finish)],
-            )  # fmt: skip
-        return CompletionResponse(
-            id=self.id, created=self.created, model=self.model, usage=usage,
-            choices=[CompletionChoice(text=result.text, finish_reason=finish)],
-        )  # fmt: skip
-
-    def opening(self) -> list[dict[str, Any]]:
-        return [self.chunk("", None, first=True)] if self.chat else []
-
-    def text(self, text: str) -> dict[str, Any]:
-        return self.chunk(text, None)
-
-    def closing(self, result: Completion, include_usage: bool) -> list[dict[str, Any]]:
-        finish = "length" if result.finish_reason == "length" else "stop"
-        chunks = [self.chunk(None if self.chat else "", finish)]
-        if include_usage:
-            usage = _usage(result).model_dump()
-            chunks.append({**self.chunk(None, None), "choices": [], "usage": usage})
-        return chunks
-
-    def chunk(self, text: str | None, finish: str | None, *, first: bool = False) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
-        if self.chat:
-            delta: dict[str, Any] = {"role": "assistant"} if first else {}
-            if text is not None:
-                delta["content"] = text
-            choice["delta"] = delta
-        else:
-            choice["text"] = text or ""
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk" if self.chat else "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [choice],
-        }
-
-
-def _usage(result: Completion) -> V1Usage:
-    return V1Usage(
-        prompt_tokens=result.prompt_tokens,
-        completion_tokens=result.completion_tokens,
-        total_tokens=result.prompt_tokens + result.completion_tokens,
-        prompt_tokens_details=PromptTokensDetails(cached_tokens=result.cached_tokens),
-    )

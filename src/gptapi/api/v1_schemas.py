@@ -1,29 +1,58 @@
 """Request and response bodies of the OpenAI-compatible ``/v1`` API.
 
-Requests follow OpenAI's field names. Fields gptapi accepts but cannot honour (``n`` > 1,
-``logprobs``, ``tools``, penalties, …) are declared so the client gets a 400 naming them, rather
-than silence; anything else unknown is refused by ``extra="forbid"``.
+Requests follow OpenAI's field names and are read the way its peers read them (llama-server,
+vLLM), because that is how clients send them: ``null`` means absent for every field (the
+``openai`` SDK sends ``null`` whenever a caller passes ``None``), and unknown keys, at the top
+level and inside messages (the SDK's ``store``, ``metadata``, ``service_tier``, a message's
+``id``, ...), are kept aside in ``model_extra`` for the route to ignore and count, or to refuse
+with ``GPTAPI_V1_STRICT``. Fields gptapi declares but cannot honour as sent (``n`` > 1, ``tools``
+with functions, ...) get a 400 that names them, rather than silence.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gptapi.api.schemas import CleanStr, StopString, Text
+from gptapi.api.schemas import (
+    FREQUENCY_PENALTY,
+    PRESENCE_PENALTY,
+    REPETITION_PENALTY,
+    CleanStr,
+    StopString,
+    Text,
+)
 
-_V1 = ConfigDict(extra="forbid")
+
+class Lenient(BaseModel):
+    """A /v1 request body or part of one: ``null`` is absent, unknown keys are kept aside."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
+
+    def unknown_fields(self, prefix: str = "") -> list[str]:
+        """Dotted names of the keys this body has and no field declares, nested ones too."""
+        names = [prefix + name for name in self.model_extra or {}]
+        for name, value in self:
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                if isinstance(item, Lenient):
+                    names += item.unknown_fields(f"{prefix}{name}.")
+        return sorted(set(names))
 
 
-class StreamOptions(BaseModel):
-    model_config = _V1
+class StreamOptions(Lenient):
     include_usage: bool = Field(False, description="Send a last chunk with token usage.")
 
 
-class V1Sampling(BaseModel):
-    model_config = _V1
-
+class V1Sampling(Lenient):
     model: CleanStr | None = Field(
         None, max_length=256, description="Ignored: the server serves the model it loaded."
     )
@@ -34,16 +63,42 @@ class V1Sampling(BaseModel):
         None, max_length=64, description="Up to GPTAPI_MAX_STOP_STRINGS strings."
     )
     seed: int | None = Field(None, ge=0, le=2**32 - 2, description="Same seed, same output.")
-    n: int = Field(1, ge=1, le=128, description="Only 1 is supported.")
+    n: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Choices: n sequences of the prompt, computed once and shared; each counts "
+        "against slots and this key's limits as a request. With a seed, choice i uses seed + i.",
+    )
     stream: bool = Field(False, description="Server-Sent Events in OpenAI's chunk format.")
     stream_options: StreamOptions | None = None
     user: CleanStr | None = Field(None, max_length=256, description="Accepted and ignored.")
-    # Accepted by OpenAI, refused here with a 400 that names them.
-    logprobs: Any = None
-    top_logprobs: Any = None
-    logit_bias: Any = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, description=PRESENCE_PENALTY)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, description=FREQUENCY_PENALTY)
+    repetition_penalty: float = Field(
+        1.0, gt=0.0, le=2.0, description=REPETITION_PENALTY + " Also read as repeat_penalty."
+    )
+    logit_bias: dict[int, Annotated[float, Field(ge=-100, le=100)]] = Field(
+        default_factory=dict,
+        max_length=1024,
+        description="Token id -> value added to its logit (-100..100; -100 bans it, 100 "
+        "makes it all but certain). Ids as /tokenize gives them.",
+    )
+    response_format: dict[str, Any] | None = Field(
+        None,
+        description="Structured output: {'type': 'json_object'} for any JSON object, or "
+        "{'type': 'json_schema', 'json_schema': {'name': ..., 'schema': {...}, 'strict': true}}; "
+        "the output is constrained by a grammar (supported schema keywords: README).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _repeat_penalty_alias(cls, data: Any) -> Any:
+        # llama-server's name for it.
+        if isinstance(data, dict) and "repeat_penalty" in data:
+            data = dict(data)
+            data.setdefault("repetition_penalty", data.pop("repeat_penalty"))
+        return data
 
     def stop_strings(self) -> list[str]:
         if self.stop is None:
@@ -53,35 +108,53 @@ class V1Sampling(BaseModel):
 
 class CompletionRequest(V1Sampling):
     model_config = ConfigDict(
-        extra="forbid",
+        extra="allow",
         json_schema_extra={"examples": [{"model": "gptapi", "prompt": "Once upon a time"}]},
     )
 
     prompt: Text | list[Text] = Field(..., description="One prompt (a list must hold exactly one).")
+    logprobs: int | None = Field(
+        None, ge=0, le=20, description="Each token's logprob and this many top alternatives."
+    )
     max_tokens: int | None = Field(16, ge=1, description="Most tokens to generate (default 16).")
     echo: bool = False
     suffix: CleanStr | None = None
     best_of: int | None = None
 
 
-class TextPart(BaseModel):
+class TextPart(Lenient):
     """A content part; only text parts exist here, checked exactly like a plain string."""
 
-    model_config = ConfigDict(extra="forbid")
     type: Literal["text"]
     text: Text
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ChatMessage(Lenient):
     role: Literal["system", "developer", "user", "assistant"]
-    content: Text | Annotated[list[TextPart], Field(min_length=1, max_length=256)] = Field(
-        ..., description="Text, or a list of {'type': 'text', 'text': ...} parts."
+    content: Text | Annotated[list[TextPart], Field(min_length=1, max_length=256)] | None = Field(
+        None,
+        description="Text, or a list of {'type': 'text', 'text': ...} parts. An assistant turn "
+        "of the history may have none (null or empty).",
     )
     name: CleanStr | None = Field(None, max_length=64)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_assistant_turn(cls, data: Any) -> Any:
+        # What the SDK echoes back for an assistant turn without text: "" or null (dropped).
+        if isinstance(data, dict) and data.get("role") == "assistant" and data.get("content") == "":
+            return {key: value for key, value in data.items() if key != "content"}
+        return data
+
+    @model_validator(mode="after")
+    def _content_unless_assistant(self) -> ChatMessage:
+        if self.content is None and self.role != "assistant":
+            raise ValueError(f"a {self.role} message needs content")
+        return self
+
     def text(self) -> str:
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text for part in self.content)
@@ -89,7 +162,7 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(V1Sampling):
     model_config = ConfigDict(
-        extra="forbid",
+        extra="allow",
         json_schema_extra={
             "examples": [
                 {"model": "gptapi", "messages": [{"role": "user", "content": "Say hello."}]}
@@ -98,12 +171,15 @@ class ChatCompletionRequest(V1Sampling):
     )
 
     messages: list[ChatMessage] = Field(..., min_length=1, max_length=256)
+    logprobs: bool = Field(False, description="Each output token's log probability.")
+    top_logprobs: int = Field(
+        0, ge=0, le=20, description="With logprobs: the likeliest alternatives at each token."
+    )
     max_completion_tokens: int | None = Field(None, ge=1, description="Same as max_tokens.")
     tools: Any = None
     tool_choice: Any = None
     functions: Any = None
     function_call: Any = None
-    response_format: Any = None
     parallel_tool_calls: Any = None
 
 
@@ -121,10 +197,31 @@ class V1Usage(BaseModel):
     prompt_tokens_details: PromptTokensDetails
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob]
+
+
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+
 class CompletionChoice(BaseModel):
     index: int = 0
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: Literal["stop", "length"] | None
 
 
@@ -145,7 +242,7 @@ class AssistantMessage(BaseModel):
 class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: Literal["stop", "length"]
 
 

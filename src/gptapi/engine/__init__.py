@@ -11,6 +11,7 @@ from gptapi.engine.base import (
     PromptPart,
     PromptStats,
     SamplingParams,
+    TokenLogprob,
     prompt_parts,
     prompt_text,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "PromptPart",
     "PromptStats",
     "SamplingParams",
+    "TokenLogprob",
     "prompt_parts",
     "prompt_text",
 ]

@@ -41,6 +41,25 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     skip_leading_whitespace: bool = False
+    # OpenAI's penalties over the tokens generated so far (not the prompt): presence subtracts
+    # once per token seen, frequency once per occurrence; 0 = off.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    # llama.cpp's multiplicative repeat penalty on the same tokens (1.0 = off).
+    repetition_penalty: float = 1.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit)
+    grammar: str | None = None  # GBNF the output must follow (structured output), root "root"
+    logprobs: int | None = None  # None: off; k: each token's logprob and its k top alternatives
+
+    @property
+    def shapes_logits(self) -> bool:
+        """Whether anything but temperature, top-k and top-p changes the distribution."""
+        return bool(
+            self.presence_penalty
+            or self.frequency_penalty
+            or self.repetition_penalty != 1.0
+            or self.logit_bias
+        )
 
 
 @dataclass(frozen=True)
@@ -56,6 +75,17 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token and its log probability under the model's distribution (the raw
+    logits' log-softmax: before temperature, penalties or a grammar), with the likeliest
+    alternatives at that step."""
+
+    token: bytes  # a piece may be part of a UTF-8 character
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class Delta:
     """What one decode step produced for one sequence."""
 
@@ -64,6 +94,7 @@ class Delta:
     finish_reason: FinishReason | None = None
     cached_tokens: int = 0  # prompt tokens not computed (prompt cache or a concurrent request)
     prompt_done: int = 0  # prompt tokens in the KV cache so far (progress deltas)
+    logprobs: tuple[TokenLogprob, ...] = ()  # the step's token, when the request asked
 
     @property
     def is_progress(self) -> bool:
@@ -108,6 +139,15 @@ class Engine(Protocol):
         """BOS (if the vocabulary asks for it), then each part's tokens; special-token text is
         parsed in markup parts only. Thread-safe; may block for long texts, so call it off the
         event loop."""
+        ...
+
+    def check_grammar(self, grammar: str) -> None:
+        """ValueError when llama.cpp cannot parse this GBNF grammar. Thread-safe."""
+        ...
+
+    def pieces(self, tokens: list[int]) -> list[bytes]:
+        """Each token's bytes (a piece may be part of a UTF-8 character). ValueError for an id
+        outside the vocabulary. Thread-safe."""
         ...
 
     def generate(

@@ -13,6 +13,8 @@ import logging
 from collections.abc import AsyncGenerator
 from contextlib import suppress
 
+import llama_cpp
+
 from gptapi.config import Settings
 from gptapi.engine.base import (
     Delta,
@@ -22,6 +24,7 @@ from gptapi.engine.base import (
     PromptStats,
     SamplingParams,
 )
+from gptapi.engine.constrained import new_grammar
 from gptapi.engine.model import LlamaModel
 from gptapi.engine.scheduler import Scheduler, Sequence
 from gptapi.modelfile import inspect_gguf, resolve_model
@@ -73,6 +76,17 @@ class LlamaEngine:
 
     def tokenize(self, prompt: Prompt) -> list[int]:
         return self._model.tokenize(prompt)
+
+    def check_grammar(self, grammar: str) -> None:
+        # Reads only the vocabulary, like tokenizing: safe beside a running decode.
+        llama_cpp.llama_sampler_free(new_grammar(self._model.vocab, grammar))
+
+    def pieces(self, tokens: list[int]) -> list[bytes]:
+        n_vocab = self._model.n_vocab
+        for token in tokens:
+            if not 0 <= token < n_vocab:
+                raise ValueError(f"token {token} is outside the vocabulary (0..{n_vocab - 1})")
+        return [self._model.piece(token) for token in tokens]
 
     async def generate(
         self, tokens: list[int], params: SamplingParams, *, scope: str = ""

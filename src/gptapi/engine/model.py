@@ -73,6 +73,7 @@ class LlamaModel:
             raise ModelFileError(f"{source.path}: llama.cpp could not load this model")
         self.vocab = llama_cpp.llama_model_get_vocab(self.ptr)
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(self.ptr))
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
 
     @property

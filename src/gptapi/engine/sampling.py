@@ -15,12 +15,35 @@ from gptapi.engine.base import SamplingParams
 GREEDY_BELOW_TEMPERATURE = 0.01
 
 
-def make_sampler(params: SamplingParams) -> Any:
-    """A llama.cpp sampler chain, or None for greedy decoding (argmax in numpy is ~10x cheaper
-    than llama_sampler_sample, which copies the whole 262k-entry vocabulary per call)."""
-    if params.temperature < GREEDY_BELOW_TEMPERATURE:
+def make_sampler(params: SamplingParams, n_vocab: int) -> Any:
+    """A llama.cpp sampler chain, or None for plain greedy decoding (argmax in numpy is ~10x
+    cheaper than llama_sampler_sample, which copies the whole 262k-entry vocabulary per call).
+
+    Logit bias and penalties come first, on the raw logits, as OpenAI applies them; llama.cpp's
+    chain accepts every sampled token, so the penalties count the generated tokens only."""
+    greedy = params.temperature < GREEDY_BELOW_TEMPERATURE
+    if greedy and not params.shapes_logits:
         return None
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    if params.logit_bias:
+        biases = (llama_cpp.llama_logit_bias * len(params.logit_bias))()
+        for entry, (token, bias) in zip(biases, params.logit_bias, strict=True):
+            entry.token, entry.bias = token, bias
+        llama_cpp.llama_sampler_chain_add(
+            chain, llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(biases), biases)
+        )
+    if params.presence_penalty or params.frequency_penalty or params.repetition_penalty != 1.0:
+        sampler = llama_cpp.llama_sampler_init_penalties(
+            n_vocab,
+            params.max_tokens,  # the window: every generated token
+            params.repetition_penalty,
+            params.frequency_penalty,
+            params.presence_penalty,
+        )
+        llama_cpp.llama_sampler_chain_add(chain, sampler)
+    if greedy:
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        return chain
     # top-k first: it shrinks a 262k-token vocabulary before the costlier top-p sort.
     if params.top_k > 0:
         llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))

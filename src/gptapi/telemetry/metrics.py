@@ -22,6 +22,16 @@ from gptapi.telemetry.memory import snapshot
 # shows 0, not "no data", before the first refusal).
 REFUSAL_REASONS: tuple[str, ...] = get_args(RefusalReason)
 
+# The label values of gptapi_v1_ignored_fields_total (any other name: "other"): fields of
+# OpenAI's API and of its SDKs' requests that this server accepts and ignores.
+KNOWN_IGNORED: tuple[str, ...] = (
+    "store", "metadata", "service_tier", "reasoning_effort", "prompt_cache_key",
+    "safety_identifier", "modalities", "audio", "prediction", "verbosity", "web_search_options",
+    "parallel_tool_calls", "stream_options.include_obfuscation", "messages.id",
+    "messages.refusal", "messages.annotations", "messages.audio", "messages.tool_calls",
+    "messages.function_call", "messages.content.cache_control",
+)  # fmt: skip
+
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640)
 _TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
@@ -148,6 +158,14 @@ class Metrics:
         )
         for reason in REFUSAL_REASONS:
             self.refusals.labels(reason)
+        self.v1_ignored_fields = Counter(
+            "gptapi_v1_ignored_fields",
+            "Unknown fields in /v1 bodies, ignored (GPTAPI_V1_STRICT off), by name or 'other'",
+            ["field"],
+            registry=r,
+        )
+        for field in (*KNOWN_IGNORED, "other"):
+            self.v1_ignored_fields.labels(field)
         self.busy_slots = Gauge("gptapi_busy_slots", "Requests decoding now", registry=r)
         self.queue_depth = Gauge("gptapi_queue_depth", "Requests waiting for a slot", registry=r)
         self.slots = Gauge("gptapi_slots", "Requests that can decode at once", registry=r)

@@ -58,6 +58,17 @@ class RequestRecord:
         self.completion_tokens, self.cached_tokens = completion_tokens, cached_tokens
         self.tokens_per_s = tokens_per_s
 
+    def child(self, index: int) -> RequestRecord:
+        """The record of choice ``index`` of an ``n`` > 1 request: filled in by its own
+        sequence, never logged (the request's one line is this record's)."""
+        return RequestRecord(
+            request_id=f"{self.request_id}/{index}",
+            route=self.route,
+            method=self.method,
+            key_id=self.key_id,
+            task=self.task,
+        )
+
     def end(self, reason: str) -> None:
         """The request's one end reason: the first one reported (a finish reason, an error
         code, ``client_stalled``); what follows from it (the error response it becomes) does

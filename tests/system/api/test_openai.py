@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 
 import httpx
 import openai
@@ -14,13 +13,6 @@ from tests.conftest import API_KEY, LiveServer
 from tests.helpers import wait_for
 
 PROMPT = "The secret word is PELICAN. Repeat the secret word.\nThe secret word is"
-
-
-@pytest.fixture()
-def oai(live_server: LiveServer) -> Iterator[openai.OpenAI]:
-    client = openai.OpenAI(base_url=f"{live_server.base_url}/v1", api_key=API_KEY, timeout=120)
-    yield client
-    client.close()
 
 
 def test_models_lists_the_served_model(oai: openai.OpenAI) -> None:
@@ -127,13 +119,13 @@ def test_a_stream_closed_after_2_chunks_frees_its_slot(live_server: LiveServer) 
 @pytest.mark.parametrize(
     ("path", "extra", "param"),
     [
-        ("/v1/completions", {"n": 2}, "n"),
-        ("/v1/completions", {"logprobs": 3}, "logprobs"),
+        ("/v1/completions", {"best_of": 2}, "best_of"),
+        ("/v1/completions", {"suffix": "x"}, "suffix"),
         ("/v1/completions", {"echo": True}, "echo"),
         ("/v1/completions", {"prompt": ["a", "b"]}, "prompt"),
         ("/v1/chat/completions", {"tools": [{"type": "function"}]}, "tools"),
-        ("/v1/chat/completions", {"presence_penalty": 0.5}, "presence_penalty"),
-        ("/v1/chat/completions", {"response_format": {"type": "json_object"}}, "response_format"),
+        ("/v1/chat/completions", {"tool_choice": "required"}, "tool_choice"),
+        ("/v1/chat/completions", {"response_format": {"type": "xml"}}, "response_format"),
     ],
 )
 def test_unsupported_parameters_get_a_400_naming_them(

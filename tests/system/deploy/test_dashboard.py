@@ -16,7 +16,7 @@ import pytest
 
 from scripts.make_dashboard import dashboard, queries
 from tests.conftest import API_KEY, LiveServer, free_port
-from tests.helpers import REPO
+from tests.helpers import REPO, wait_until
 
 ROOT = REPO
 BOARD = ROOT / "deploy" / "grafana" / "gptapi.json"
@@ -86,13 +86,17 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(
                 r = c.post("/generate-text", json={"prompt": prompt, "max_tokens": 4})
                 assert r.status_code == 200
             assert c.post("/generate-text", json={"prompt": "x " * 5000}).status_code == 413
-            time.sleep(2)
-    time.sleep(3)  # a few more scrapes, so every rate() has two samples
-    empty = []
-    for expr in queries(dashboard()):
-        if not query(prometheus, expr.replace("$__rate_interval", "1m")):
-            empty.append(expr)
-    assert not empty, f"queries without data: {empty}"
+            time.sleep(1.1)  # traffic across scrapes (every 1 s), not a state to wait for
+
+    def empty() -> list[str]:
+        return [
+            expr
+            for expr in queries(dashboard())
+            if not query(prometheus, expr.replace("$__rate_interval", "1m"))
+        ]
+
+    # Until every rate() has two samples: a few more scrapes.
+    wait_until(lambda: not empty(), within_s=30, what="data for every dashboard query")
     # The values mean something: tokens were generated, memory and refusals are seen.
     tokens = query(prometheus, "sum(increase(gptapi_completion_tokens_total[1m]))")
     assert float(tokens[0]["value"][1]) > 0  # type: ignore[index]

@@ -41,7 +41,7 @@ def test_mixed_steps_teach_the_prompt_speed() -> None:
     assert budget.prompt_token_s == pytest.approx(0.002)
 
 
-def test_a_stream_keeps_its_pace_while_three_2000_token_prompts_are_computed() -> None:
+def test_a_stream_keeps_its_pace_while_two_2000_token_prompts_are_computed() -> None:
     """Without the target a step would carry 2,048 prompt tokens (seconds on 2 cores) and the
     stream would get nothing meanwhile. The gap bound is 3x the target, as the issue asks."""
     target_ms = 200
@@ -50,7 +50,7 @@ def test_a_stream_keeps_its_pace_while_three_2000_token_prompts_are_computed() -
     )
     try:
         long_prompts = [
-            engine.tokenize(" ".join(f"{k}{i}" for i in range(1000)))[:2000] for k in "xyz"
+            engine.tokenize(" ".join(f"{k}{i}" for i in range(1000)))[:2000] for k in "xy"
         ]
         assert all(len(p) == 2000 for p in long_prompts)
 

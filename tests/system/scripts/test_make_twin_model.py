@@ -16,19 +16,24 @@ SCRIPT = REPO / "scripts" / "make_twin_model.py"
 SMALL = ("--layers", "2", "--hidden", "256", "--ffn", "512")
 
 
-def make(out: Path, seed: str = "0") -> None:
-    subprocess.run(
-        [sys.executable, str(SCRIPT), *SMALL, "--seed", seed, "--out", str(out)],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+def make(*outs: Path, seed: str = "0") -> None:
+    """Write a twin to each path, the scripts side by side (one core each)."""
+    runs = [
+        subprocess.Popen(
+            [sys.executable, str(SCRIPT), *SMALL, "--seed", seed, "--out", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for out in outs
+    ]
+    for run in runs:
+        _, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err.decode()[-2000:]
 
 
 def test_small_twin_loads_generates_and_is_deterministic(tmp_path: Path) -> None:
     first, second = tmp_path / "a.gguf", tmp_path / "b.gguf"
-    make(first)
-    make(second)
+    make(first, second)
     digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (first, second)]
     assert digest[0] == digest[1]
 

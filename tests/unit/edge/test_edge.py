@@ -5,10 +5,8 @@ per-address and per-key limits, and errors inside streams typed like JSON errors
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from gptapi.engine import EngineOverloaded
@@ -18,17 +16,6 @@ from tests.helpers import assert_error, serve_fake, stream_events
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 CHAT = "/v1/chat/completions"
-
-
-@pytest.fixture()
-def engine() -> FakeEngine:
-    return FakeEngine()
-
-
-@pytest.fixture()
-def client(engine: FakeEngine) -> Iterator[TestClient]:
-    with serve_fake(engine) as c:
-        yield c
 
 
 def test_the_same_invalid_values_are_422_on_tasks_and_400_on_v1(client: TestClient) -> None:

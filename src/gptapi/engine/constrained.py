@@ -1,0 +1,115 @@
+"""Grammar-constrained sampling for one sequence (structured output), on the scheduler thread.
+
+A grammar pass over Gemma's 262k-token vocabulary costs milliseconds per token, so it is done
+the way llama.cpp's common sampler does it: pick the token as if unconstrained (argmax, or the
+sequence's sampler chain), ask the grammar about that one token, and only when the grammar
+rejects it, apply the grammar to the whole vocabulary and pick again. Most tokens of a JSON
+answer are ones the model would have chosen anyway, so most steps cost one single-token check.
+docs/performance.md ("Structured output") has the measured cost.
+
+The candidates buffer (12 bytes per vocabulary entry: 3 MiB for 262k) is owned by the scheduler
+and reused by every constrained sequence: a fixed size, counted in docs/sizing.md.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import llama_cpp
+import numpy as np
+
+# llama_token_data: {int32 id; float logit; float p}
+TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+
+
+class Candidates:
+    """A reusable llama_token_data array over the whole vocabulary, and one of a single token."""
+
+    def __init__(self, n_vocab: int) -> None:
+        self.n_vocab = n_vocab
+        self.all = np.zeros(n_vocab, dtype=TOKEN_DATA)
+        self.one = np.zeros(1, dtype=TOKEN_DATA)
+        self._ids = np.arange(n_vocab, dtype=np.int32)
+
+    def over(self, logits: np.ndarray) -> llama_cpp.llama_token_data_array:
+        """The whole vocabulary with these logits, in id order (samplers reorder it in place)."""
+        self.all["id"] = self._ids
+        self.all["logit"] = logits
+        self.all["p"] = 0.0
+        return _array(self.all, self.n_vocab)
+
+    def single(self, token: int, logit: float) -> llama_cpp.llama_token_data_array:
+        self.one[0] = (token, logit, 0.0)
+        return _array(self.one, 1)
+
+
+def _array(data: np.ndarray, size: int) -> llama_cpp.llama_token_data_array:
+    return llama_cpp.llama_token_data_array(
+        data=data.ctypes.data_as(llama_cpp.llama_token_data_p),
+        size=size,
+        selected=-1,
+        sorted=False,
+    )
+
+
+def new_grammar(vocab: Any, grammar: str) -> Any:
+    """A llama.cpp grammar sampler; ValueError when llama.cpp cannot parse the grammar."""
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    if not sampler:
+        raise ValueError("llama.cpp could not parse the grammar")
+    return sampler
+
+
+class Constrained:
+    """One sequence's grammar; counts how often the unconstrained choice was rejected."""
+
+    def __init__(self, vocab: Any, grammar: str) -> None:
+        self.sampler = new_grammar(vocab, grammar)
+        self.steps = 0
+        self.rejections = 0
+
+    def choose(self, logits: np.ndarray, chain: Any, candidates: Candidates) -> int:
+        """The next token: the unconstrained choice if the grammar allows it, else the choice
+        among what the grammar allows. Accepts it into the grammar and the chain."""
+        self.steps += 1
+        token = self._pick(candidates.over(logits) if chain is not None else None, logits, chain)
+        check = candidates.single(token, float(logits[token]))
+        llama_cpp.llama_sampler_apply(self.sampler, ctypes.byref(check))
+        if not np.isfinite(candidates.one["logit"][0]):
+            self.rejections += 1
+            array = candidates.over(logits)
+            llama_cpp.llama_sampler_apply(self.sampler, ctypes.byref(array))
+            if not np.isfinite(candidates.all["logit"].max()):
+                # Accepting a token the grammar rejects aborts the process inside llama.cpp.
+                raise ValueError("the grammar allows no token here")
+            token = self._pick(array, candidates.all["logit"], chain, allowed=candidates)
+        llama_cpp.llama_sampler_accept(self.sampler, token)
+        if chain is not None:
+            llama_cpp.llama_sampler_accept(chain, token)
+        return token
+
+    @staticmethod
+    def _pick(
+        array: llama_cpp.llama_token_data_array | None,
+        logits: np.ndarray,
+        chain: Any,
+        allowed: Candidates | None = None,
+    ) -> int:
+        if chain is None:
+            if allowed is None:
+                return int(logits.argmax())
+            # The grammar set rejected tokens to -inf in place; ids are still in order.
+            return int(allowed.all["id"][int(allowed.all["logit"].argmax())])
+        assert array is not None
+        llama_cpp.llama_sampler_apply(chain, ctypes.byref(array))
+        data = np.ctypeslib.as_array(
+            ctypes.cast(array.data, ctypes.POINTER(ctypes.c_uint8)),
+            shape=(array.size * TOKEN_DATA.itemsize,),
+        ).view(TOKEN_DATA)
+        return int(data["id"][array.selected])
+
+    def free(self) -> None:
+        if self.sampler is not None:
+            llama_cpp.llama_sampler_free(self.sampler)
+            self.sampler = None

@@ -1,0 +1,130 @@
+"""Structured output: JSON Schema (and "any JSON object") as llama.cpp grammars (GBNF).
+
+The conversion is llama.cpp's own (``json-schema-to-grammar``, shipped in llama-cpp-python as
+``llama_grammar.SchemaConverter``). It silently ignores some keywords (``minimum``,
+``uniqueItems``, unknown ``format`` values, ...), which would let output through that does not
+validate. So a schema is first checked here against the subset the grammar enforces exactly;
+anything else is refused with ``UnsupportedSchema`` naming the keyword and where it is, rather
+than promised and not kept. What is supported is listed in ``SUPPORTED_KEYWORDS`` and
+``SUPPORTED_FORMATS`` (docs: README, "Structured output").
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from llama_cpp import llama_grammar
+
+# Keywords whose meaning the grammar enforces exactly (or that only annotate).
+SUPPORTED_KEYWORDS = frozenset(
+    {
+        "type", "properties", "required", "additionalProperties", "items", "prefixItems",
+        "minItems", "maxItems", "enum", "const", "anyOf", "allOf", "$ref", "$defs",
+        "definitions", "pattern", "format", "minLength", "maxLength",
+        # annotations: no effect on what is valid
+        "title", "description", "default", "examples", "$schema", "$id", "$comment",
+        "deprecated", "readOnly", "writeOnly", "strict",
+    }
+)  # fmt: skip
+SUPPORTED_FORMATS = frozenset({"date", "time", "date-time", "uuid"})
+_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
+_MAX_SCHEMA_BYTES = 64 * 1024
+
+# Any JSON object (OpenAI's response_format {"type": "json_object"}).
+JSON_OBJECT_GRAMMAR: str = llama_grammar.JSON_GBNF
+
+
+class UnsupportedSchema(ValueError):
+    """The schema uses what the grammar cannot enforce, or is not a valid schema."""
+
+
+def json_schema_grammar(schema: dict[str, Any]) -> str:
+    """The GBNF grammar of the JSON values ``schema`` describes."""
+    if len(json.dumps(schema)) > _MAX_SCHEMA_BYTES:
+        raise UnsupportedSchema(f"the schema is larger than {_MAX_SCHEMA_BYTES} bytes")
+    _check(schema, "#")
+    schema = _split_type_lists(schema)
+    converter = llama_grammar.SchemaConverter(  # type: ignore[no-untyped-call]
+        prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
+    )
+    try:
+        resolved = converter.resolve_refs(schema, "request")
+        converter.visit(resolved, "")  # type: ignore[no-untyped-call]
+    except (AssertionError, KeyError, ValueError, TypeError, RecursionError) as exc:
+        raise UnsupportedSchema(f"the schema cannot be turned into a grammar: {exc}") from None
+    grammar: str = converter.format_grammar()  # type: ignore[no-untyped-call]
+    # This converter's string characters allow raw control characters, which JSON forbids
+    # inside strings (a newline in a string made the output unparseable): JSON's own set.
+    for rule, json_char in _JSON_CHARACTERS.items():
+        grammar = grammar.replace(rule, json_char)
+    return grammar
+
+
+_UNESCAPED = r'[^"\\\x7F\x00-\x1F]'
+_JSON_CHARACTERS = {
+    'char ::= [^"\\\\] |': f"char ::= {_UNESCAPED} |",
+    "dot ::= [^\\x0A\\x0D]": f"dot ::= {_UNESCAPED}",
+}
+
+
+def _split_type_lists(schema: Any) -> Any:
+    """``{"type": [a, b], ...}`` as ``{"anyOf": [{"type": a, ...}, {"type": b, ...}]}``: the
+    converter turns a type list into a union of bare types and drops every other keyword
+    (``maxLength`` on ``["string", "null"]`` was lost). Keywords of another type are ignored by
+    each branch, as JSON Schema ignores them."""
+    if isinstance(schema, list):
+        return [_split_type_lists(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _split_type_lists(value) for key, value in schema.items()}
+    types = out.get("type")
+    if isinstance(types, list):
+        rest = {key: value for key, value in out.items() if key != "type"}
+        if len(types) == 1:
+            return {**rest, "type": types[0]}
+        return {"anyOf": [{**rest, "type": t} for t in types]}
+    return out
+
+
+def _check(schema: Any, where: str) -> None:
+    if isinstance(schema, bool):
+        if not schema:
+            raise UnsupportedSchema(f"{where}: the schema false allows nothing")
+        return  # true: anything
+    if not isinstance(schema, dict):
+        raise UnsupportedSchema(f"{where}: a schema must be an object")
+    for keyword, value in schema.items():
+        if keyword not in SUPPORTED_KEYWORDS:
+            raise UnsupportedSchema(f"{where}: '{keyword}' is not supported")
+        at = f"{where}/{keyword}"
+        if keyword == "type":
+            types = value if isinstance(value, list) else [value]
+            if not types or any(t not in _TYPES for t in types):
+                raise UnsupportedSchema(f"{at}: unknown type {value!r}")
+        elif keyword == "format" and value not in SUPPORTED_FORMATS:
+            raise UnsupportedSchema(f"{at}: the format {value!r} is not supported")
+        elif keyword == "$ref" and not (isinstance(value, str) and value.startswith("#")):
+            raise UnsupportedSchema(f"{at}: only local references (#/...) are supported")
+        elif keyword in ("properties", "$defs", "definitions"):
+            if not isinstance(value, dict):
+                raise UnsupportedSchema(f"{at}: must be an object")
+            for name, sub in value.items():
+                _check(sub, f"{at}/{name}")
+        elif keyword in ("anyOf", "allOf", "prefixItems"):
+            if not isinstance(value, list) or not value:
+                raise UnsupportedSchema(f"{at}: must be a non-empty array")
+            for i, sub in enumerate(value):
+                _check(sub, f"{at}/{i}")
+        elif keyword in ("items", "additionalProperties") and not isinstance(value, bool):
+            _check(value, at)
+        elif keyword == "required" and not (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            raise UnsupportedSchema(f"{at}: must be an array of property names")
+        elif keyword == "enum" and not (isinstance(value, list) and value):
+            raise UnsupportedSchema(f"{at}: must be a non-empty array")
+        elif keyword in ("minItems", "maxItems", "minLength", "maxLength") and not (
+            isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10_000
+        ):
+            raise UnsupportedSchema(f"{at}: must be an integer from 0 to 10000")
