@@ -14,13 +14,18 @@ and reused by every constrained sequence: a fixed size, counted in docs/sizing.m
 from __future__ import annotations
 
 import ctypes
+import logging
 from typing import Any
 
 import llama_cpp
 import numpy as np
 
+log = logging.getLogger("gptapi.engine")
+
 # llama_token_data: {int32 id; float logit; float p}
 TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+# Greedy, after a rejection: how many of the likeliest tokens to try before the full pass.
+_TOP_FIRST = 1024
 
 
 class Candidates:
@@ -30,6 +35,7 @@ class Candidates:
         self.n_vocab = n_vocab
         self.all = np.zeros(n_vocab, dtype=TOKEN_DATA)
         self.one = np.zeros(1, dtype=TOKEN_DATA)
+        self.few = np.zeros(_TOP_FIRST, dtype=TOKEN_DATA)
         self._ids = np.arange(n_vocab, dtype=np.int32)
 
     def over(self, logits: np.ndarray) -> llama_cpp.llama_token_data_array:
@@ -67,7 +73,9 @@ class Constrained:
     def __init__(self, vocab: Any, grammar: str) -> None:
         self.sampler = new_grammar(vocab, grammar)
         self.steps = 0
-        self.rejections = 0
+        self.rejections = 0  # the unconstrained choice was not allowed
+        self.top_hits = 0  # ... and the likeliest allowed token was among the top few
+        self.full_passes = 0  # ... else: the grammar over the whole vocabulary
 
     def choose(self, logits: np.ndarray, chain: Any, candidates: Candidates) -> int:
         """The next token: the unconstrained choice if the grammar allows it, else the choice
@@ -78,16 +86,39 @@ class Constrained:
         llama_cpp.llama_sampler_apply(self.sampler, ctypes.byref(check))
         if not np.isfinite(candidates.one["logit"][0]):
             self.rejections += 1
-            array = candidates.over(logits)
-            llama_cpp.llama_sampler_apply(self.sampler, ctypes.byref(array))
-            if not np.isfinite(candidates.all["logit"].max()):
-                # Accepting a token the grammar rejects aborts the process inside llama.cpp.
-                raise ValueError("the grammar allows no token here")
-            token = self._pick(array, candidates.all["logit"], chain, allowed=candidates)
+            best = self._best_allowed_of_top(logits, candidates) if chain is None else None
+            token = best if best is not None else self._choose_over_all(logits, chain, candidates)
         llama_cpp.llama_sampler_accept(self.sampler, token)
         if chain is not None:
             llama_cpp.llama_sampler_accept(chain, token)
         return token
+
+    def _best_allowed_of_top(self, logits: np.ndarray, candidates: Candidates) -> int | None:
+        """Greedy: the likeliest token the grammar allows is, most often, among the few
+        likeliest overall. Checking the top 1024 (~1 ms) instead of 262k (~26 ms) gives the same
+        token whenever one of them is allowed; None sends the step to the full pass."""
+        top = np.argpartition(-logits, _TOP_FIRST)[:_TOP_FIRST]
+        top = top[np.argsort(-logits[top])]
+        few = candidates.few
+        few["id"] = top
+        few["logit"] = logits[top]
+        few["p"] = 0.0
+        array = _array(few, _TOP_FIRST)
+        llama_cpp.llama_sampler_apply(self.sampler, ctypes.byref(array))
+        allowed = np.flatnonzero(np.isfinite(few["logit"]))
+        if allowed.size == 0:
+            return None
+        self.top_hits += 1
+        return int(few["id"][allowed[0]])  # the array keeps its order: highest logit first
+
+    def _choose_over_all(self, logits: np.ndarray, chain: Any, candidates: Candidates) -> int:
+        self.full_passes += 1
+        array = candidates.over(logits)
+        llama_cpp.llama_sampler_apply(self.sampler, ctypes.byref(array))
+        if not np.isfinite(candidates.all["logit"].max()):
+            # Accepting a token the grammar rejects aborts the process inside llama.cpp.
+            raise ValueError("the grammar allows no token here")
+        return self._pick(array, candidates.all["logit"], chain, allowed=candidates)
 
     @staticmethod
     def _pick(
@@ -110,6 +141,13 @@ class Constrained:
         return int(data["id"][array.selected])
 
     def free(self) -> None:
+        if self.steps:
+            log.debug(
+                "structured output: %d tokens, %d unconstrained choices rejected, %d of those "
+                "found in the top %d, %d full-vocabulary passes",
+                self.steps, self.rejections, self.top_hits, _TOP_FIRST, self.full_passes,
+            )  # fmt: skip
+            self.steps = 0
         if self.sampler is not None:
             llama_cpp.llama_sampler_free(self.sampler)
             self.sampler = None
