@@ -142,7 +142,6 @@ async def _run(
     logprobs: int | None,
 ) -> V1Response:
     ignore_unknown_fields(request, settings, body.unknown_fields())
-    # OpenAI's sampling: no top-k at all (0 = the whole vocabulary).
     grammar = response_format_grammar(body.response_format)
     await check_grammar(gateway.engine, grammar, "response_format")
     if body.logit_bias:
@@ -154,7 +153,7 @@ async def _run(
         max_tokens,
         body.temperature,
         body.top_p,
-        0,
+        0,  # OpenAI's sampling: no top-k at all (0 = the whole vocabulary)
         body.seed,
         presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,
