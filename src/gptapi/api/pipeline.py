@@ -88,7 +88,9 @@ def make_job(
             **asdict(sampling),
             "max_tokens": sampling.max_tokens
             or min(settings.default_max_tokens, settings.max_tokens_limit),
-            "stop": tuple(stop) + built.stop,
+            # Structured output ends where the grammar's value ends: a stop string (the client's,
+            # or a base model's "\n") would cut the JSON it promises.
+            "stop": () if sampling.grammar else tuple(stop) + built.stop,
             "skip_leading_whitespace": built.skip_leading_whitespace,
         }
     )
@@ -153,7 +155,7 @@ async def run(
     records = [record, *(record.child(i) for i in range(1, job.n))]
     params = [
         job.params if i == 0 or job.params.seed is None
-        else replace(job.params, seed=(job.params.seed + i) % 2**32)
+        else replace(job.params, seed=(job.params.seed + i) % (2**32 - 1))  # 2**32-1: random
         for i in range(job.n)
     ]  # fmt: skip
     if job.stream:

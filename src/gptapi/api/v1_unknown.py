@@ -40,7 +40,8 @@ def ignore_unknown_fields(request: Request, settings: Settings, names: list[str]
     for name in names:
         if metrics is not None:
             metrics.v1_ignored_fields.labels(metric_label(name)).inc()
-        if name not in _logged and len(_logged) < _LOGGED_AT_MOST:
-            _logged.add(name)
+        short = name[:64]
+        if short not in _logged and len(_logged) < _LOGGED_AT_MOST:
+            _logged.add(short)
             # The name only, never the value (it may be a prompt or a key).
-            log.info("/v1: ignoring the unknown field %r (logged once per name)", name[:64])
+            log.info("/v1: ignoring the unknown field %r (logged once per name)", short)

@@ -12,6 +12,7 @@ than promised and not kept. What is supported is listed in ``SUPPORTED_KEYWORDS`
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from llama_cpp import llama_grammar
@@ -30,6 +31,7 @@ SUPPORTED_KEYWORDS = frozenset(
 SUPPORTED_FORMATS = frozenset({"date", "time", "date-time", "uuid"})
 _TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
 _MAX_SCHEMA_BYTES = 64 * 1024
+_MAX_GRAMMAR_BYTES = 256 * 1024
 
 # Any JSON object (OpenAI's response_format {"type": "json_object"}).
 JSON_OBJECT_GRAMMAR: str = llama_grammar.JSON_GBNF
@@ -51,13 +53,18 @@ def json_schema_grammar(schema: dict[str, Any]) -> str:
     try:
         resolved = converter.resolve_refs(schema, "request")
         converter.visit(resolved, "")  # type: ignore[no-untyped-call]
-    except (AssertionError, KeyError, ValueError, TypeError, RecursionError) as exc:
-        raise UnsupportedSchema(f"the schema cannot be turned into a grammar: {exc}") from None
+    except Exception as exc:  # a converter of client input: any failure is the schema's
+        raise UnsupportedSchema(
+            f"the schema cannot be turned into a grammar ({type(exc).__name__})"
+        ) from None
     grammar: str = converter.format_grammar()  # type: ignore[no-untyped-call]
     # This converter's string characters allow raw control characters, which JSON forbids
     # inside strings (a newline in a string made the output unparseable): JSON's own set.
     for rule, json_char in _JSON_CHARACTERS.items():
         grammar = grammar.replace(rule, json_char)
+    if len(grammar) > _MAX_GRAMMAR_BYTES:
+        # llama.cpp prints a grammar it cannot parse to stderr: keep them small and few.
+        raise UnsupportedSchema(f"the schema makes a grammar over {_MAX_GRAMMAR_BYTES} bytes")
     return grammar
 
 
@@ -87,13 +94,27 @@ def _split_type_lists(schema: Any) -> Any:
     return out
 
 
+# Beyond these the converter's nested optional groups pass llama.cpp's rule and recursion limits
+# (a maxLength of 10000, or a{0,200000} in a pattern, made megabytes of grammar).
+_MAX_COUNT = 512
+_MAX_PATTERN_CHARS = 256
+_QUANTIFIER = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
+_VALIDATING = frozenset(SUPPORTED_KEYWORDS - {"title", "description", "default", "examples",
+    "$schema", "$id", "$comment", "deprecated", "readOnly", "writeOnly", "strict", "$defs",
+    "definitions"})  # fmt: skip
+# Keywords the converter drops unless the one they depend on is in the same schema.
+_NEEDS = {"required": "properties", "minItems": "items", "maxItems": "items"}
+
+
 def _check(schema: Any, where: str) -> None:
     if isinstance(schema, bool):
-        if not schema:
-            raise UnsupportedSchema(f"{where}: the schema false allows nothing")
-        return  # true: anything
+        raise UnsupportedSchema(
+            f"{where}: a boolean schema is not supported (use {{}} for any value)"
+            if schema else f"{where}: the schema false allows nothing"
+        )  # fmt: skip
     if not isinstance(schema, dict):
         raise UnsupportedSchema(f"{where}: a schema must be an object")
+    _check_combination(schema, where)
     for keyword, value in schema.items():
         if keyword not in SUPPORTED_KEYWORDS:
             raise UnsupportedSchema(f"{where}: '{keyword}' is not supported")
@@ -116,8 +137,15 @@ def _check(schema: Any, where: str) -> None:
                 raise UnsupportedSchema(f"{at}: must be a non-empty array")
             for i, sub in enumerate(value):
                 _check(sub, f"{at}/{i}")
-        elif keyword in ("items", "additionalProperties") and not isinstance(value, bool):
-            _check(value, at)
+        elif keyword == "items" or (keyword == "additionalProperties" and value is not True):
+            if value is not False:
+                _check(value, at)
+        elif keyword == "pattern":
+            if not isinstance(value, str) or len(value) > _MAX_PATTERN_CHARS:
+                raise UnsupportedSchema(f"{at}: a pattern of at most {_MAX_PATTERN_CHARS} chars")
+            for low, high in _QUANTIFIER.findall(value):
+                if max(int(low), int(high or 0)) > _MAX_COUNT:
+                    raise UnsupportedSchema(f"{at}: repetition counts above {_MAX_COUNT}")
         elif keyword == "required" and not (
             isinstance(value, list) and all(isinstance(v, str) for v in value)
         ):
@@ -125,6 +153,24 @@ def _check(schema: Any, where: str) -> None:
         elif keyword == "enum" and not (isinstance(value, list) and value):
             raise UnsupportedSchema(f"{at}: must be a non-empty array")
         elif keyword in ("minItems", "maxItems", "minLength", "maxLength") and not (
-            isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10_000
+            isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_COUNT
         ):
-            raise UnsupportedSchema(f"{at}: must be an integer from 0 to 10000")
+            raise UnsupportedSchema(f"{at}: must be an integer from 0 to {_MAX_COUNT}")
+
+
+def _check_combination(schema: dict[str, Any], where: str) -> None:
+    """Keywords the converter honours only alone: together, it silently drops one of them."""
+    validating = _VALIDATING & schema.keys()
+    for keyword in ("$ref", "anyOf", "allOf"):
+        if keyword in schema and validating - {keyword, "type"}:
+            others = ", ".join(sorted(validating - {keyword, "type"}))
+            raise UnsupportedSchema(f"{where}: '{keyword}' beside {others} is not supported")
+    if "allOf" in schema:
+        for i, part in enumerate(schema["allOf"] if isinstance(schema["allOf"], list) else []):
+            if not isinstance(part, dict) or not {"properties", "$ref"} & part.keys():
+                raise UnsupportedSchema(f"{where}/allOf/{i}: allOf parts must be objects")
+    for keyword, needed in _NEEDS.items():
+        if keyword in schema and needed not in schema:
+            raise UnsupportedSchema(f"{where}: '{keyword}' without '{needed}' is not supported")
+    if "pattern" in schema and {"minLength", "maxLength"} & schema.keys():
+        raise UnsupportedSchema(f"{where}: 'pattern' beside minLength/maxLength is not supported")

@@ -264,3 +264,15 @@ def test_logprobs_in_openai_s_shapes_plain_and_streamed(client: TestClient) -> N
                 for e in ch["logprobs"]["content"]]  # fmt: skip
     assert streamed == [" t1", " t2"]
     assert chat(client, logprobs=True, top_logprobs=21).status_code == 400
+
+
+def test_stop_strings_do_not_cut_structured_output(client: TestClient, engine: FakeEngine) -> None:
+    assert chat(client, stop=["}"], response_format={"type": "json_object"}).status_code == 200
+    assert engine.params[-1].stop == ()
+    assert chat(client, stop=["}"]).status_code == 200
+    assert "}" in engine.params[-1].stop
+
+
+def test_seed_plus_i_never_becomes_the_random_seed(client: TestClient, engine: FakeEngine) -> None:
+    assert chat(client, n=2, seed=2**32 - 2, temperature=1).status_code == 200
+    assert sorted(p.seed for p in engine.params[-2:]) == [0, 2**32 - 2]

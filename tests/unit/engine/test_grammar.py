@@ -36,8 +36,31 @@ def test_a_type_list_keeps_its_other_keywords() -> None:
         ({"$ref": "other.json#/x"}, "local references"),
         (False, "allows nothing"),
         ({"maxItems": -1}, "maxItems"),
+        ({"type": "string", "pattern": "^a{0,200000}$"}, "repetition counts above 512"),
+        ({"type": "string", "maxLength": 10000}, "0 to 512"),
+        ({"allOf": [{"type": "string"}]}, "allOf parts must be objects"),
+        ({"type": "object", "required": ["a"]}, "'required' without 'properties'"),
+        ({"type": "array", "maxItems": 3}, "'maxItems' without 'items'"),
+        ({"type": "string", "pattern": "a", "maxLength": 3}, "'pattern' beside"),
+        ({"$ref": "#/$defs/a", "minLength": 1, "$defs": {"a": {}}}, "'\\$ref' beside"),
+        ({"type": "object", "properties": {"a": True}}, "boolean schema"),
     ],
 )
 def test_what_the_grammar_cannot_enforce_is_refused_naming_it(schema: object, where: str) -> None:
     with pytest.raises(UnsupportedSchema, match=where.replace("(", r"\(")):
         json_schema_grammar(schema)  # type: ignore[arg-type]
+
+
+def test_a_pydantic_models_schema_is_supported() -> None:
+    from pydantic import BaseModel, Field
+
+    class Address(BaseModel):
+        city: str
+
+    class Person(BaseModel):
+        name: str = Field(description="the full name")
+        age: int | None = None
+        address: Address = Field(description="where")
+        tags: list[str] = []
+
+    assert "root ::=" in json_schema_grammar(Person.model_json_schema())
