@@ -43,6 +43,7 @@ class FakeEngine:
     info: ModelInfo = INFO
     token_s: float = 0.0
     piece: str = ""  # appended to each token's text (to make big streams)
+    reply: str | None = None  # else: this text, 3 characters a token, then "stop"
     fail_after: int | None = None
     failure: type[EngineError] = EngineError  # what fail_after raises
     prompts: list[tuple[PromptPart, ...]] = field(default_factory=list)
@@ -79,6 +80,13 @@ class FakeEngine:
         self.scopes.append(scope)
         self.running += 1
         try:
+            if self.reply is not None:
+                pieces = [self.reply[i : i + 3] for i in range(0, len(self.reply), 3)]
+                for i, text in enumerate(pieces[: params.max_tokens], 1):
+                    done = i == len(pieces) or i == params.max_tokens
+                    finish = None if not done else "stop" if i == len(pieces) else "length"
+                    yield Delta(text, i, finish)  # type: ignore[arg-type]
+                return
             for i in range(1, params.max_tokens + 1):
                 if self.fail_after is not None and i > self.fail_after:
                     raise self.failure("llama_decode failed")

@@ -12,9 +12,12 @@ a base model gets are text: a user who writes ``<end_of_turn>`` writes character
 
 from __future__ import annotations
 
+import contextlib
+import json
 import secrets
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -55,9 +58,12 @@ def _compile(template: str):  # type: ignore[no-untyped-def]
     return env.from_string(template)
 
 
-def render_chat(info: ModelInfo, messages: list[dict[str, str]]) -> tuple[PromptPart, ...]:
+def render_chat(
+    info: ModelInfo, messages: list[dict[str, Any]], **variables: Any
+) -> tuple[PromptPart, ...]:
     """Render messages with the model's chat template, ready for the model to answer: the
-    template's text as markup, each message's content as text.
+    template's text as markup, each message's content as text. ``variables`` go to the
+    template as they are (``tools``): the caller checks they hold no control-token text.
 
     The template is rendered twice: with a random placeholder for each content (so its markup is
     known to hold no user text) and with the real contents; the contents are then cut out of the
@@ -65,14 +71,21 @@ def render_chat(info: ModelInfo, messages: list[dict[str, str]]) -> tuple[Prompt
     changes contents otherwise gets a 400: better than guessing which text is markup."""
     assert info.chat_template is not None
     nonce = secrets.token_hex(8)
-    holders = [f"@@{nonce}:{i}@@" for i in range(len(messages))]
+    held_messages: list[dict[str, Any]] = []
+    holders: list[str] = []
+    contents: list[str] = []
+    for i, message in enumerate(messages):
+        if message.get("content"):  # an empty one stays empty: templates often skip it
+            holders.append(f"@@{nonce}:{i}@@")
+            contents.append(message["content"])
+            message = {**message, "content": holders[-1]}
+        held_messages.append(message)
     try:
-        real = render_template(info.chat_template, messages, info.bos_token, info.eos_token)
+        real = render_template(
+            info.chat_template, messages, info.bos_token, info.eos_token, **variables
+        )
         held = render_template(
-            info.chat_template,
-            [{**m, "content": holder} for m, holder in zip(messages, holders, strict=True)],
-            info.bos_token,
-            info.eos_token,
+            info.chat_template, held_messages, info.bos_token, info.eos_token, **variables
         )
     except _TemplateRefusal as exc:
         raise InvalidRequest(f"messages: the model's chat template refused them: {exc}") from None
@@ -80,7 +93,7 @@ def render_chat(info: ModelInfo, messages: list[dict[str, str]]) -> tuple[Prompt
         raise InvalidRequest(
             f"messages: the model's chat template cannot render them ({type(exc).__name__})"
         ) from None
-    return _split(real, held, holders, [m["content"] for m in messages])
+    return _split(real, held, holders, contents)
 
 
 def _split(real: str, held: str, holders: list[str], contents: list[str]) -> tuple[PromptPart, ...]:
@@ -121,13 +134,18 @@ _UNSPLITTABLE = (
 
 
 def render_template(
-    template: str, messages: list[dict[str, str]], bos_token: str = "", eos_token: str = ""
+    template: str,
+    messages: list[dict[str, Any]],
+    bos_token: str = "",
+    eos_token: str = "",
+    **variables: Any,
 ) -> str:
     text: str = _compile(template).render(
         messages=messages,
         add_generation_prompt=True,
         bos_token=bos_token,
         eos_token=eos_token,
+        **variables,
     )
     # The engine adds BOS itself when tokenizing; a second one would derail the model.
     if bos_token and text.startswith(bos_token):
@@ -135,8 +153,23 @@ def render_template(
     return text
 
 
-def chat_prompt(info: ModelInfo, messages: list[dict[str, str]]) -> TaskPrompt:
-    """A whole conversation, for /v1/chat/completions."""
+def chat_prompt(
+    info: ModelInfo,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None = None,
+    *,
+    must_call: bool = False,
+) -> TaskPrompt:
+    """A whole conversation, for /v1/chat/completions; with ``tools`` (OpenAI's definitions),
+    the model is told it may call them (``must_call``: it will call at least one)."""
+    if info.chat_template and native_tools(info.chat_template):
+        check_no_control_text(info, {"tools": tools or [], "messages": messages})
+        native = [_native_message(m) for m in messages]
+        variables = {"tools": tools} if tools else {}
+        return TaskPrompt(render_chat(info, native, **variables), (), skip_leading_whitespace=False)
+    messages = _generic_history(messages)
+    if tools:
+        messages = _with_instruction(messages, _tools_instruction(tools, must_call))
     # OpenAI's clients get the reply as the model wrote it, leading whitespace included.
     if info.chat_template:
         return TaskPrompt(render_chat(info, messages), (), skip_leading_whitespace=False)
@@ -147,6 +180,115 @@ def chat_prompt(info: ModelInfo, messages: list[dict[str, str]]) -> TaskPrompt:
 
 
 _SPEAKERS = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
+
+# Tool calls, as the model writes them: Hermes's format, which Qwen 2.5 / 3, Hermes and many
+# other models are trained on. Templates that write it are given the tools to render
+# themselves; every other model (a base model, Gemma, a template with another call format) gets
+# the tools and this format described in a system message (docs: README, "Tools").
+TOOL_CALL_OPEN = "<tool_call>"
+TOOL_CALL_CLOSE = "</tool_call>"
+TOOL_CALL_NAME = '\n{"name": "'  # after TOOL_CALL_OPEN
+TOOL_CALL_ARGUMENTS = '", "arguments": '
+TOOL_CALL_END = "}\n" + TOOL_CALL_CLOSE
+
+
+def tool_call_text(name: str, arguments: str) -> str:
+    """One call in the format above; arguments that are not JSON are written as a string."""
+    try:
+        json.loads(arguments)
+    except ValueError:
+        arguments = json.dumps(arguments)
+    return f"{TOOL_CALL_OPEN}{TOOL_CALL_NAME}{name}{TOOL_CALL_ARGUMENTS}{arguments}{TOOL_CALL_END}"
+
+
+def native_tools(template: str) -> bool:
+    """Whether the chat template renders tools itself and describes this call format."""
+    return "tools" in template and TOOL_CALL_OPEN in template
+
+
+def check_no_control_text(info: ModelInfo, value: Any, where: str = "") -> None:
+    """Strings a template renders as markup (tool definitions, calls in the history) must not
+    hold the text of a control token: there it would become the token itself."""
+    if isinstance(value, str):
+        found = next((c for c in info.control_texts if c in value), None)
+        if found is not None:
+            raise InvalidRequest(
+                f"{where or 'request'}: holds {found!r}, a control token of this model"
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_no_control_text(info, key, where)
+            if key != "content":  # contents are text parts, never markup
+                check_no_control_text(info, item, f"{where}.{key}" if where else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_no_control_text(info, item, f"{where}[{i}]")
+
+
+def _native_message(message: dict[str, Any]) -> dict[str, Any]:
+    """As Hugging Face's chat templates expect a message: a call's arguments as an object."""
+    calls = message.get("tool_calls")
+    if not calls:
+        return message
+    native = []
+    for call in calls:
+        function = dict(call["function"])
+        with contextlib.suppress(ValueError):  # not JSON: the template gets the text
+            function["arguments"] = json.loads(function["arguments"])
+        native.append({**call, "function": function})
+    return {**message, "tool_calls": native}
+
+
+def _generic_history(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Calls and tool results as text turns: a call in the assistant's text, in the format it
+    is asked to write; results as a user turn (consecutive results in one)."""
+    out: list[dict[str, str]] = []
+    from_tool = False
+    for message in messages:
+        role, content = message["role"], message.get("content") or ""
+        calls = [
+            tool_call_text(c["function"]["name"], c["function"]["arguments"])
+            for c in message.get("tool_calls") or ()
+        ]
+        if calls:
+            content = "\n".join([content, *calls] if content else calls)
+        if role == "tool":
+            content = f"<tool_response>\n{content}\n</tool_response>"
+            if out and out[-1]["role"] == "user" and from_tool:
+                out[-1] = {"role": "user", "content": out[-1]["content"] + "\n" + content}
+                continue
+            role = "user"
+        from_tool = message["role"] == "tool"
+        out.append({"role": role, "content": content})
+    return out
+
+
+def _tools_instruction(tools: list[dict[str, Any]], must_call: bool) -> str:
+    functions = "\n".join(json.dumps(tool["function"], ensure_ascii=False) for tool in tools)
+    example = (
+        f"{TOOL_CALL_OPEN}{TOOL_CALL_NAME}<function name>{TOOL_CALL_ARGUMENTS}"
+        f"<arguments as a JSON object>{TOOL_CALL_END}"
+    )
+    when = (
+        "You must call at least one function."
+        if must_call
+        else "Call a function when it helps; otherwise answer in text."
+    )
+    return (
+        f"You can call functions. They are, as JSON:\n{functions}\n\n"
+        f"To call a function, write:\n{example}\n"
+        f"one block per call, and stop after the calls: the results come in the next turn. "
+        f"{when}"
+    )
+
+
+def _with_instruction(messages: list[dict[str, str]], instruction: str) -> list[dict[str, str]]:
+    """The instruction first in the system message (one is added when there is none)."""
+    first = messages[0] if messages else None
+    if first is not None and first["role"] in ("system", "developer"):
+        merged = {"role": first["role"], "content": f"{instruction}\n\n{first['content']}"}
+        return [merged, *messages[1:]]
+    return [{"role": "system", "content": instruction}, *messages]
 
 
 def _chat(info: ModelInfo, instruction: str) -> TaskPrompt:

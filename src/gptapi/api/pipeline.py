@@ -47,7 +47,8 @@ class Sampling:
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
     logit_bias: tuple[tuple[int, float], ...] = ()
-    grammar: str | None = None  # structured output
+    grammar: str | None = None  # structured output, tool calls
+    grammar_trigger: str | None = None  # lazy: the grammar applies after this text
     logprobs: int | None = None  # None: off; k: each token's logprob and k alternatives
 
 
@@ -89,8 +90,12 @@ def make_job(
             "max_tokens": sampling.max_tokens
             or min(settings.default_max_tokens, settings.max_tokens_limit),
             # Structured output ends where the grammar's value ends: a stop string (the client's,
-            # or a base model's "\n") would cut the JSON it promises.
-            "stop": () if sampling.grammar else tuple(stop) + built.stop,
+            # or a base model's "\n") would cut the JSON it promises. With a lazy grammar (tool
+            # calls) the text before the calls ends at stop strings like any text; the engine
+            # stops looking for them once the grammar applies.
+            "stop": tuple(stop) + built.stop
+            if sampling.grammar is None or sampling.grammar_trigger is not None
+            else (),
             "skip_leading_whitespace": built.skip_leading_whitespace,
         }
     )
@@ -132,8 +137,11 @@ class Shape(Protocol):
         """Chunks a stream starts with, before any text."""
         ...
 
-    def text(self, text: str, index: int, logprobs: tuple[TokenLogprob, ...]) -> dict[str, Any]:
-        """A chunk of released text (possibly empty when it only carries logprobs)."""
+    def text(
+        self, text: str, index: int, logprobs: tuple[TokenLogprob, ...]
+    ) -> list[dict[str, Any]]:
+        """The chunks of released text (one may be empty when it only carries logprobs; none
+        while text is held, e.g. what may start a tool call)."""
         ...
 
     def closing(self, results: list[Completion], include_usage: bool) -> list[dict[str, Any]]:
@@ -238,7 +246,8 @@ async def _sse(
                     if index == 0:  # one keepalive line for the request, not one per choice
                         yield keepalive(event)
                 elif event.text or event.logprobs:
-                    yield sse_event(shape.text(event.text, index, event.logprobs))
+                    for chunk in shape.text(event.text, index, event.logprobs):
+                        yield sse_event(chunk)
                 nexts[asyncio.ensure_future(anext(streams[index]))] = index
             arrived = []
             if nexts:

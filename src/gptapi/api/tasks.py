@@ -89,8 +89,10 @@ class TaskShape:
     def opening(self, n: int) -> list[dict[str, Any]]:
         return []
 
-    def text(self, text: str, index: int, logprobs: tuple[TokenLogprob, ...]) -> dict[str, Any]:
-        return {"id": self.request_id, "text": text}
+    def text(
+        self, text: str, index: int, logprobs: tuple[TokenLogprob, ...]
+    ) -> list[dict[str, Any]]:
+        return [{"id": self.request_id, "text": text}]
 
     def closing(self, results: list[Completion], include_usage: bool) -> list[dict[str, Any]]:
         # The text was streamed already: the final event carries everything else.

@@ -6,6 +6,7 @@ Same key, limits, logging, metrics and gateway path as the task endpoints; only 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ from gptapi.api.pipeline import Sampling, make_job, run
 from gptapi.api.schemas import ErrorResponse
 from gptapi.api.structured import check_grammar, response_format_grammar
 from gptapi.api.tasks import STREAMING
+from gptapi.api.tools import ToolUse, tool_use
 from gptapi.api.v1_schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -55,17 +57,6 @@ def _refuse_unsupported(checks: dict[str, bool]) -> None:
     for name, unsupported in checks.items():
         if unsupported:
             raise UnsupportedParameter(f"'{name}' is not supported by this server", param=name)
-
-
-def _no_tools(body: ChatCompletionRequest) -> dict[str, bool]:
-    """Tool fields that ask for nothing (no tools given) are no-ops; asking for a tool call is
-    what this server cannot do yet."""
-    return {
-        "tools": bool(body.tools),
-        "tool_choice": body.tool_choice not in (None, "none", "auto"),
-        "functions": bool(body.functions),
-        "function_call": body.function_call not in (None, "none", "auto"),
-    }
 
 
 @router.get("/models", response_model=ModelList, responses=ERROR_RESPONSES)
@@ -116,17 +107,45 @@ async def chat_completions(
     gateway: GatewayDep,
     settings: SettingsDep,
 ) -> V1Response:
-    _refuse_unsupported(_no_tools(body))
     if body.top_logprobs and not body.logprobs:
         raise UnsupportedParameter("top_logprobs needs logprobs: true", param="top_logprobs")
-    messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+    tools = tool_use(body)
+    if tools is not None and body.response_format not in (None, {"type": "text"}):
+        raise UnsupportedParameter(
+            "response_format with tools is not supported: the reply is text or calls",
+            param="response_format",
+        )
+    messages = [m.model_dump(include=_MESSAGE_FIELDS, exclude_none=True) for m in body.messages]
+    for m, message in zip(messages, body.messages, strict=True):
+        m["content"] = message.text()
     return await _run(
         request, gateway, settings, body, chat=True,
-        texts={"messages": "".join(m["content"] for m in messages)},
-        prompt=lambda: prompts.chat_prompt(gateway.engine.info, messages),
+        texts=_chat_texts(body, messages),
+        prompt=lambda: prompts.chat_prompt(
+            gateway.engine.info, messages, tools.definitions() if tools else None,
+            must_call=tools is not None and tools.required,
+        ),
         max_tokens=body.max_completion_tokens or body.max_tokens,
         logprobs=body.top_logprobs if body.logprobs else None,
+        tools=tools,
     )  # fmt: skip
+
+
+# What a message gives its prompt (the SDK's extra keys, like a message's id, do not).
+_MESSAGE_FIELDS = {"role", "content", "name", "tool_calls", "tool_call_id"}
+
+
+def _chat_texts(
+    body: ChatCompletionRequest, messages: list[dict[str, Any]]
+) -> dict[str, str | None]:
+    """What goes into the prompt, for its size bound: contents, tool definitions and calls."""
+    texts: dict[str, str | None] = {"messages": "".join(m["content"] for m in messages)}
+    if body.tools:
+        texts["tools"] = json.dumps([t.model_dump(exclude_none=True) for t in body.tools])
+    calls = [m["tool_calls"] for m in messages if m.get("tool_calls")]
+    if calls:
+        texts["tool_calls"] = json.dumps(calls)
+    return texts
 
 
 async def _run(
@@ -140,10 +159,16 @@ async def _run(
     prompt: Callable[[], prompts.TaskPrompt],
     max_tokens: int | None,
     logprobs: int | None,
+    tools: ToolUse | None = None,
 ) -> V1Response:
     ignore_unknown_fields(request, settings, body.unknown_fields())
-    grammar = response_format_grammar(body.response_format)
-    await check_grammar(gateway.engine, grammar, "response_format")
+    grammar: str | None
+    trigger: str | None = None
+    if tools is not None:
+        grammar, trigger = tools.grammar()
+    else:
+        grammar = response_format_grammar(body.response_format)
+    await check_grammar(gateway.engine, grammar, "response_format" if tools is None else "tools")
     if body.logit_bias:
         try:  # ids outside the vocabulary are the client's mistake, named
             await asyncio.to_thread(gateway.engine.pieces, list(body.logit_bias))
@@ -160,6 +185,7 @@ async def _run(
         repetition_penalty=body.repetition_penalty,
         logit_bias=tuple(sorted(body.logit_bias.items())),
         grammar=grammar,
+        grammar_trigger=trigger,
         logprobs=logprobs,
     )
     job = make_job(
@@ -169,7 +195,12 @@ async def _run(
         n=body.n,
     )  # fmt: skip
     record_id = request.state.record.request_id
-    shape = V1Shape(chat, f"{'chatcmpl' if chat else 'cmpl'}-{record_id}", gateway.engine.info.id)
+    shape = V1Shape(
+        chat,
+        f"{'chatcmpl' if chat else 'cmpl'}-{record_id}",
+        gateway.engine.info.id,
+        tools=tools is not None,
+    )
     response = await run(request, gateway, settings, job, shape)
     assert isinstance(response, CompletionResponse | ChatCompletionResponse | StreamingResponse)
     return response

@@ -5,8 +5,8 @@ vLLM), because that is how clients send them: ``null`` means absent for every fi
 ``openai`` SDK sends ``null`` whenever a caller passes ``None``), and unknown keys, at the top
 level and inside messages (the SDK's ``store``, ``metadata``, ``service_tier``, a message's
 ``id``, ...), are kept aside in ``model_extra`` for the route to ignore and count, or to refuse
-with ``GPTAPI_V1_STRICT``. Fields gptapi declares but cannot honour as sent (``n`` > 1, ``tools``
-with functions, ...) get a 400 that names them, rather than silence.
+with ``GPTAPI_V1_STRICT``. Fields gptapi declares but cannot honour as sent (``echo``,
+``best_of``, the deprecated ``functions``, ...) get a 400 that names them, rather than silence.
 """
 
 from __future__ import annotations
@@ -122,6 +122,48 @@ class CompletionRequest(V1Sampling):
     best_of: int | None = None
 
 
+# OpenAI's rule for function names; it also keeps them safe inside a grammar's literals.
+FunctionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class FunctionDefinition(Lenient):
+    name: FunctionName
+    description: CleanStr | None = Field(None, max_length=8192)
+    parameters: dict[str, Any] | None = Field(
+        None,
+        description="JSON Schema of the arguments object (supported keywords: README); none "
+        "= no arguments.",
+    )
+    strict: bool | None = Field(None, description="Accepted: arguments always follow the schema.")
+
+
+class ToolDefinition(Lenient):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionRef(Lenient):
+    name: FunctionName
+
+
+class NamedToolChoice(Lenient):
+    type: Literal["function"]
+    function: FunctionRef
+
+
+class FunctionCall(Lenient):
+    name: FunctionName
+    arguments: CleanStr = Field(max_length=65536, description="The arguments, as JSON text.")
+
+
+class ToolCall(Lenient):
+    """A call the assistant made, as the client echoes it back in the history."""
+
+    id: CleanStr = Field(max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class TextPart(Lenient):
     """A content part; only text parts exist here, checked exactly like a plain string."""
 
@@ -130,13 +172,19 @@ class TextPart(Lenient):
 
 
 class ChatMessage(Lenient):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | Annotated[list[TextPart], Field(min_length=1, max_length=256)] | None = Field(
         None,
         description="Text, or a list of {'type': 'text', 'text': ...} parts. An assistant turn "
         "of the history may have none (null or empty).",
     )
     name: CleanStr | None = Field(None, max_length=64)
+    tool_calls: list[ToolCall] | None = Field(
+        None, max_length=64, description="An assistant turn's calls."
+    )
+    tool_call_id: CleanStr | None = Field(
+        None, max_length=256, description="A tool turn: the call it answers."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -150,6 +198,8 @@ class ChatMessage(Lenient):
     def _content_unless_assistant(self) -> ChatMessage:
         if self.content is None and self.role != "assistant":
             raise ValueError(f"a {self.role} message needs content")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only an assistant message has tool_calls")
         return self
 
     def text(self) -> str:
@@ -176,11 +226,20 @@ class ChatCompletionRequest(V1Sampling):
         0, ge=0, le=20, description="With logprobs: the likeliest alternatives at each token."
     )
     max_completion_tokens: int | None = Field(None, ge=1, description="Same as max_tokens.")
-    tools: Any = None
-    tool_choice: Any = None
-    functions: Any = None
-    function_call: Any = None
-    parallel_tool_calls: Any = None
+    tools: list[ToolDefinition] = Field(
+        default_factory=list,
+        max_length=128,
+        description="Functions the model may call; calls follow each function's schema.",
+    )
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None,
+        description="'auto' (the default with tools): the model answers or calls; 'required': "
+        "it calls one or more; {'type': 'function', 'function': {'name': ...}}: it calls that "
+        "one; 'none': it answers in text.",
+    )
+    parallel_tool_calls: bool = Field(True, description="Up to 8 calls in one turn, else one.")
+    functions: Any = Field(None, description="Deprecated by OpenAI: use tools.")
+    function_call: Any = Field(None, description="Deprecated by OpenAI: use tool_choice.")
 
 
 class PromptTokensDetails(BaseModel):
@@ -234,16 +293,28 @@ class CompletionResponse(BaseModel):
     usage: V1Usage | None = None
 
 
+class CalledFunction(BaseModel):
+    name: str
+    arguments: str = Field(description="JSON text valid against the function's schema.")
+
+
+class CalledTool(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[CalledTool] | None = None
 
 
 class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
     logprobs: ChatLogprobs | None = None
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
 
 
 class ChatCompletionResponse(BaseModel):

@@ -49,6 +49,9 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit)
     grammar: str | None = None  # GBNF the output must follow (structured output), root "root"
+    # Lazy grammar (tool calls the model may or may not make): the output is free until it
+    # writes this text, and the grammar applies to what follows it.
+    grammar_trigger: str | None = None
     logprobs: int | None = None  # None: off; k: each token's logprob and its k top alternatives
 
     @property
@@ -72,6 +75,9 @@ class ModelInfo:
     chat_template: str | None
     bos_token: str
     eos_token: str
+    # The text of every control token (``<start_of_turn>``, ``<|im_end|>``, ...): what must never
+    # reach a markup part from a client's strings.
+    control_texts: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

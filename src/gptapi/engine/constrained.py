@@ -7,6 +7,13 @@ rejects it, apply the grammar to the whole vocabulary and pick again. Most token
 answer are ones the model would have chosen anyway, so most steps cost one single-token check.
 docs/performance.md ("Structured output") has the measured cost.
 
+A lazy grammar (tool calls in ``tool_choice: auto``: the model may answer in text or call a
+function) has a trigger text: the output is free until it writes the trigger, and the grammar
+constrains what follows. The trigger is watched here, not by llama.cpp's lazy sampler: that one
+replays the text after the trigger into the grammar and aborts the process when the text does
+not fit it. Here a token that would write the trigger with more text after it is not taken (the
+next choice is), so the grammar always starts exactly where the trigger ends.
+
 The candidates buffer (12 bytes per vocabulary entry: 3 MiB for 262k) is owned by the scheduler
 and reused by every constrained sequence: a fixed size, counted in docs/sizing.md.
 """
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import llama_cpp
@@ -70,16 +78,36 @@ def new_grammar(vocab: Any, grammar: str) -> Any:
 class Constrained:
     """One sequence's grammar; counts how often the unconstrained choice was rejected."""
 
-    def __init__(self, vocab: Any, grammar: str) -> None:
-        self.sampler = new_grammar(vocab, grammar)
+    def __init__(
+        self,
+        vocab: Any,
+        grammar: str,
+        *,
+        trigger: str | None = None,
+        piece: Callable[[int], bytes] | None = None,
+    ) -> None:
+        self.vocab, self.grammar = vocab, grammar
+        # Lazy: no grammar until the output ends with the trigger; `seen` keeps the output's
+        # last bytes, enough to find a trigger written across tokens.
+        self.trigger = trigger.encode() if trigger else None
+        self.piece = piece
+        self.seen = b""
+        self.sampler = None if self.trigger else new_grammar(vocab, grammar)
         self.steps = 0
         self.rejections = 0  # the unconstrained choice was not allowed
         self.top_hits = 0  # ... and the likeliest allowed token was among the top few
         self.full_passes = 0  # ... else: the grammar over the whole vocabulary
 
+    @property
+    def active(self) -> bool:
+        """Whether the grammar applies (a lazy one: once the trigger was written)."""
+        return self.sampler is not None
+
     def choose(self, logits: np.ndarray, chain: Any, candidates: Candidates) -> int:
         """The next token: the unconstrained choice if the grammar allows it, else the choice
         among what the grammar allows. Accepts it into the grammar and the chain."""
+        if self.sampler is None:
+            return self._free_until_trigger(logits, chain, candidates)
         self.steps += 1
         token = self._pick(candidates.over(logits) if chain is not None else None, logits, chain)
         check = candidates.single(token, float(logits[token]))
@@ -89,6 +117,28 @@ class Constrained:
             best = self._best_allowed_of_top(logits, candidates) if chain is None else None
             token = best if best is not None else self._choose_over_all(logits, chain, candidates)
         llama_cpp.llama_sampler_accept(self.sampler, token)
+        if chain is not None:
+            llama_cpp.llama_sampler_accept(chain, token)
+        return token
+
+    def _free_until_trigger(self, logits: np.ndarray, chain: Any, candidates: Candidates) -> int:
+        assert self.trigger is not None and self.piece is not None
+        banned: np.ndarray | None = None
+        while True:
+            values = logits if banned is None else banned
+            array = candidates.over(values) if chain is not None else None
+            token = self._pick(array, values, chain)
+            seen = self.seen + self.piece(token)
+            at = seen.find(self.trigger)
+            if at < 0 or at + len(self.trigger) == len(seen):
+                break
+            # The trigger with text after it in one token: the grammar would start late.
+            if banned is None:
+                banned = logits.copy()  # the context's logits stay as the model gave them
+            banned[token] = -np.inf
+        if at >= 0:
+            self.sampler = new_grammar(self.vocab, self.grammar)
+        self.seen = seen[-len(self.trigger) :]
         if chain is not None:
             llama_cpp.llama_sampler_accept(chain, token)
         return token

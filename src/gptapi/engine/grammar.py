@@ -40,23 +40,29 @@ JSON_OBJECT_GRAMMAR: str = llama_grammar.JSON_GBNF
 class UnsupportedSchema(ValueError):
     """The schema uses what the grammar cannot enforce, or is not a valid schema."""
 
+    schema = ""  # which of several schemas (``schema_rules``)
+
 
 def json_schema_grammar(schema: dict[str, Any]) -> str:
     """The GBNF grammar of the JSON values ``schema`` describes."""
-    if len(json.dumps(schema)) > _MAX_SCHEMA_BYTES:
+    return schema_rules({"": schema})
+
+
+def schema_rules(schemas: dict[str, Any]) -> str:
+    """GBNF rules for several schemas at once, each the rule of its name ("" is ``root``), with
+    the rules they have in common written once. Each schema's ``$ref`` resolves within itself."""
+    if len(json.dumps(schemas)) > _MAX_SCHEMA_BYTES:
         raise UnsupportedSchema(f"the schema is larger than {_MAX_SCHEMA_BYTES} bytes")
-    _check(schema, "#")
-    schema = _split_type_lists(schema)
     converter = llama_grammar.SchemaConverter(  # type: ignore[no-untyped-call]
         prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
     )
-    try:
-        resolved = converter.resolve_refs(schema, "request")
-        converter.visit(resolved, "")  # type: ignore[no-untyped-call]
-    except Exception as exc:  # a converter of client input: any failure is the schema's
-        raise UnsupportedSchema(
-            f"the schema cannot be turned into a grammar ({type(exc).__name__})"
-        ) from None
+    for name, schema in schemas.items():
+        try:
+            _check(schema, "#")
+            _convert(converter, schema, name)
+        except UnsupportedSchema as exc:
+            exc.schema = name
+            raise
     grammar: str = converter.format_grammar()  # type: ignore[no-untyped-call]
     # This converter's string characters allow raw control characters, which JSON forbids
     # inside strings (a newline in a string made the output unparseable): JSON's own set.
@@ -66,6 +72,16 @@ def json_schema_grammar(schema: dict[str, Any]) -> str:
         # llama.cpp prints a grammar it cannot parse to stderr: keep them small and few.
         raise UnsupportedSchema(f"the schema makes a grammar over {_MAX_GRAMMAR_BYTES} bytes")
     return grammar
+
+
+def _convert(converter: Any, schema: Any, name: str) -> None:
+    try:
+        resolved = converter.resolve_refs(_split_type_lists(schema), f"schema-{name}")
+        converter.visit(resolved, name)
+    except Exception as exc:  # a converter of client input: any failure is the schema's
+        raise UnsupportedSchema(
+            f"the schema cannot be turned into a grammar ({type(exc).__name__})"
+        ) from None
 
 
 _UNESCAPED = r'[^"\\\x7F\x00-\x1F]'

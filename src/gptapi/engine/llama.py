@@ -51,6 +51,7 @@ class LlamaEngine:
             chat_template=template if isinstance(template, str) and template else None,
             bos_token=model.bos_text,
             eos_token=model.eos_text,
+            control_texts=model.control_texts(),
         )
 
     @property

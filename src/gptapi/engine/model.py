@@ -92,6 +92,15 @@ class LlamaModel:
     def eos_text(self) -> str:
         return self.token_text(llama_cpp.llama_vocab_eos(self.vocab))
 
+    def control_texts(self) -> frozenset[str]:
+        """Texts of the control tokens (one pass over the vocabulary: ~0.13 s for 262k)."""
+        control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+        return frozenset(
+            self.token_text(token)
+            for token in range(self.n_vocab)
+            if llama_cpp.llama_vocab_get_attr(self.vocab, token) & control
+        )
+
     def tokenize(self, prompt: Prompt) -> list[int]:
         """BOS (as the vocabulary asks), then each part's tokens, special-token text parsed in
         markup parts only. Reads only the vocabulary, so it is safe beside a running decode."""

@@ -46,6 +46,11 @@ class OutputText:
             return self._release(cut)
         return self._release(len(self._text) - self._held_tail())
 
+    def end_stops(self) -> None:
+        """Stop strings no longer apply: what follows is held to a grammar (a tool call), and a
+        stop string inside it would cut the call short."""
+        self._stop, self._longest_stop = (), 0
+
     def finish(self) -> str:
         """End of generation: flush what was held back for a possible stop string."""
         if not self.stopped:

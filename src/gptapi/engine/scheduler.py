@@ -193,7 +193,12 @@ class Scheduler:
             seq.sampler = make_sampler(seq.params, self.n_vocab)
             if seq.params.grammar is not None:
                 try:
-                    seq.grammar = Constrained(self.model.vocab, seq.params.grammar)
+                    seq.grammar = Constrained(
+                        self.model.vocab,
+                        seq.params.grammar,
+                        trigger=seq.params.grammar_trigger,
+                        piece=self.model.piece,
+                    )
                 except ValueError as exc:
                     self._free_ids.append(seq.seq_id)
                     seq.seq_id = -1
@@ -421,6 +426,8 @@ class Scheduler:
             except ValueError as exc:  # a grammar with no way on: this sequence only
                 self._finish_with_error(seq, f"structured output: {exc}")
                 continue
+            if seq.grammar is not None and seq.grammar.active:
+                seq.out.end_stops()
             self._advance(seq, token, self._logprobs(seq, token))
 
     def _outgrows_window(self, seq: Sequence) -> bool:

@@ -104,8 +104,8 @@ def test_fields_that_are_no_ops_as_sent_are_accepted(
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"tool_choice": "required"}, "tool_choice"),
+        ({"functions": [{"name": "f"}]}, "functions"),
+        ({"function_call": {"name": "f"}}, "function_call"),
         ({"top_logprobs": 2}, "top_logprobs"),
     ],
 )
