@@ -75,9 +75,11 @@ class ToolCallReader:
         """The end of the reply: what was held is released (a call cut off stays incomplete)."""
         rest, self._buffer = self._buffer, ""
         if self._state == "text":
+            if self.calls and TOOL_CALL_OPEN.startswith(rest.strip()):
+                return []  # the start of one more call, cut off
             return self._release(rest)
-        if self._state == "header":  # cut off before its name: it was not a call
-            return self._release(TOOL_CALL_OPEN + rest)
+        if self._state == "header":  # cut off before its name: no call, and not content
+            return []
         if self._state == "closing":
             self.calls[-1].complete = True
         return []

@@ -52,8 +52,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def _refuse_unsupported(checks: dict[str, bool]) -> None:
     """400 naming a declared field that asks for what this server does not do. A field that is
-    a no-op as sent (tool fields with no tools, ``n: 1``, a penalty of 0, ``logprobs: false``,
-    ``top_logprobs: 0``, an empty ``logit_bias``) is accepted, as OpenAI's peers accept it."""
+    a no-op as sent (``echo: false``, ``best_of: 1``) is accepted, as OpenAI's peers accept it."""
     for name, unsupported in checks.items():
         if unsupported:
             raise UnsupportedParameter(f"'{name}' is not supported by this server", param=name)

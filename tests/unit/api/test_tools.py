@@ -167,6 +167,15 @@ def test_text_then_calls_and_text_alone() -> None:
     assert choice["finish_reason"] == "stop"
 
 
+@pytest.mark.parametrize("tokens", [27, 30, 32])  # "...call>\n", "...call>\n<tool_cal", "{"
+def test_a_call_cut_off_before_its_name_is_neither_content_nor_a_call(tokens: int) -> None:
+    with serve_fake(FakeEngine(reply=f"{CALL}\n{CALL}")) as client:
+        choice = chat(client, max_tokens=tokens).json()["choices"][0]  # 3 characters a token
+    assert choice["finish_reason"] == "length"
+    assert choice["message"]["content"] is None
+    assert len(choice["message"]["tool_calls"]) == 1
+
+
 def test_a_call_cut_off_by_max_tokens_finishes_with_length() -> None:
     with serve_fake(FakeEngine(reply=CALL)) as client:
         choice = chat(client, max_tokens=20).json()["choices"][0]  # 60 characters
