@@ -55,7 +55,23 @@ def _compile(template: str):  # type: ignore[no-untyped-def]
         raise _TemplateRefusal(message)
 
     env.globals["raise_exception"] = raise_exception
+    env.filters["tojson"] = _tojson
     return env.from_string(template)
+
+
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    """Hugging Face's ``tojson`` (what templates are written for): plain JSON in the given order,
+    with its arguments. Jinja's own sorts the keys and escapes ``<``, ``>``, ``&`` and ``'`` for
+    HTML, so a tool description "a < b" reached the model as "a \\u003c b"."""
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
 
 
 def render_chat(
@@ -202,8 +218,11 @@ def tool_call_text(name: str, arguments: str) -> str:
 
 
 def native_tools(template: str) -> bool:
-    """Whether the chat template renders tools itself and describes this call format."""
-    return "tools" in template and TOOL_CALL_OPEN in template
+    """Whether the chat template renders tools itself and writes calls in this format (JSON
+    with "arguments" inside ``<tool_call>``: Qwen 2.5, Qwen3 0.6B-8B, QwQ, Hermes, Granite 4.0,
+    ...); not those with an XML call format inside the same tags (Qwen3-Coder's
+    ``<function=...>``, GLM's ``<arg_key>``), whose models get the generic format."""
+    return "tools" in template and TOOL_CALL_OPEN in template and '"arguments": ' in template
 
 
 def check_no_control_text(info: ModelInfo, value: Any, where: str = "") -> None:

@@ -75,3 +75,24 @@ def test_template_errors_are_invalid_requests() -> None:
         broken = replace(BASE, chat_template=template)
         with pytest.raises(InvalidRequest, match="cannot render them"):
             prompts.chat_prompt(broken, [{"role": "user", "content": "x"}])
+
+
+def test_tojson_is_hugging_face_s_plain_json_with_its_arguments() -> None:
+    template = (
+        "{{ messages[0] | tojson }}|{{ tools | tojson(indent=1) }}|"
+        "{{ tools | tojson(separators=(',', ':'), sort_keys=true) }}"
+    )
+    tools = [{"z": "a < b & 'c'", "a": "é"}]
+    text = prompts.render_template(template, [{"role": "user", "content": "x"}], tools=tools)
+    assert text == (
+        '{"role": "user", "content": "x"}|[\n {\n  "z": "a < b & \'c\'",\n  "a": "é"\n }\n]|'
+        '[{"a":"é","z":"a < b & \'c\'"}]'
+    )
+
+
+def test_only_templates_writing_json_calls_in_tool_call_tags_render_tools_themselves() -> None:
+    hermes = '{% if tools %}<tool_call>{"name": x, "arguments": y}</tool_call>{% endif %}'
+    xml = "{% if tools %}<tool_call><function=x><parameter=y></tool_call>{% endif %}"
+    assert prompts.native_tools(hermes)
+    assert not prompts.native_tools(xml)
+    assert not prompts.native_tools(GEMMA_TEMPLATE)
