@@ -85,7 +85,8 @@ class FakeEngine:
                 for i, text in enumerate(pieces[: params.max_tokens], 1):
                     done = i == len(pieces) or i == params.max_tokens
                     finish = None if not done else "stop" if i == len(pieces) else "length"
-                    yield Delta(text, i, finish)  # type: ignore[arg-type]
+                    entry = () if params.logprobs is None else (TokenLogprob(text.encode(), -0.5),)
+                    yield Delta(text, i, finish, logprobs=entry)  # type: ignore[arg-type]
                 return
             for i in range(1, params.max_tokens + 1):
                 if self.fail_after is not None and i > self.fail_after:

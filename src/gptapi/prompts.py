@@ -16,9 +16,13 @@ import contextlib
 import json
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from jinja2 import Undefined, nodes
+from jinja2.ext import Extension, loopcontrols
+from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from gptapi.engine import ModelInfo, PromptPart
@@ -46,15 +50,47 @@ class _TemplateRefusal(Exception):
     """The template's own ``raise_exception`` (e.g. "roles must alternate"): meant for clients."""
 
 
+class _GenerationTag(Extension):
+    """Hugging Face's ``{% generation %}...{% endgeneration %}`` (it marks the assistant's text
+    for training masks): here it renders what it holds."""
+
+    tags = {"generation"}  # noqa: RUF012 (jinja2 reads it from the class)
+
+    def parse(self, parser: Parser) -> list[nodes.Node]:
+        next(parser.stream)
+        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+
+class _Absent(Undefined):
+    """A variable the template uses and nobody passes (firefunction's ``functions`` and
+    ``datetime``, written for its own caller) is empty text, also when added to a string, as
+    llama-server's renderer has it; every other use of it fails as in Jinja."""
+
+    def __add__(self, *args: Any, **kwargs: Any) -> Any:
+        return args[0]
+
+    __radd__ = __add__
+
+
 @lru_cache(maxsize=4)
 def _compile(template: str):  # type: ignore[no-untyped-def]
-    # Templates come from the model file: render them sandboxed.
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    # Templates come from the model file: render them sandboxed, in the environment Hugging
+    # Face's apply_chat_template gives them (what they are written and tested against).
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[loopcontrols, _GenerationTag],
+        undefined=_Absent,
+    )
 
     def raise_exception(message: str) -> None:
         raise _TemplateRefusal(message)
 
+    def strftime_now(format: str) -> str:
+        return datetime.now().strftime(format)
+
     env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = strftime_now
     env.filters["tojson"] = _tojson
     return env.from_string(template)
 
@@ -156,12 +192,14 @@ def render_template(
     eos_token: str = "",
     **variables: Any,
 ) -> str:
+    # Tools and documents are left undefined when not given (``tools is defined`` is how
+    # templates ask; the "tool_use" variants iterate them unguarded).
     text: str = _compile(template).render(
+        **variables,
         messages=messages,
         add_generation_prompt=True,
         bos_token=bos_token,
         eos_token=eos_token,
-        **variables,
     )
     # The engine adds BOS itself when tokenizing; a second one would derail the model.
     if bos_token and text.startswith(bos_token):
@@ -174,13 +212,19 @@ def chat_prompt(
     messages: list[dict[str, Any]],
     tools: list[dict[str, Any]] | None = None,
     *,
-    must_call: bool = False,
+    must_call: bool | str = False,
 ) -> TaskPrompt:
     """A whole conversation, for /v1/chat/completions; with ``tools`` (OpenAI's definitions),
-    the model is told it may call them (``must_call``: it will call at least one)."""
+    the model is told it may call them (``must_call``: it will call at least one, or the one
+    named)."""
     if info.chat_template and native_tools(info.chat_template):
-        check_no_control_text(info, {"tools": tools or [], "messages": messages})
         native = [_native_message(m) for m in messages]
+        # What the template writes as markup, as it will write it (arguments decoded: a
+        # "\u003c" in them is a "<" there).
+        check_no_control_text(info, tools or [], "tools")
+        for i, message in enumerate(native):
+            markup = {key: value for key, value in message.items() if key != "content"}
+            check_no_control_text(info, markup, f"messages[{i}]")
         variables = {"tools": tools} if tools else {}
         return TaskPrompt(render_chat(info, native, **variables), (), skip_leading_whitespace=False)
     messages = _generic_history(messages)
@@ -237,8 +281,7 @@ def check_no_control_text(info: ModelInfo, value: Any, where: str = "") -> None:
     elif isinstance(value, dict):
         for key, item in value.items():
             check_no_control_text(info, key, where)
-            if key != "content":  # contents are text parts, never markup
-                check_no_control_text(info, item, f"{where}.{key}" if where else key)
+            check_no_control_text(info, item, f"{where}.{key}" if where else key)
     elif isinstance(value, list):
         for i, item in enumerate(value):
             check_no_control_text(info, item, f"{where}[{i}]")
@@ -282,17 +325,18 @@ def _generic_history(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
-def _tools_instruction(tools: list[dict[str, Any]], must_call: bool) -> str:
+def _tools_instruction(tools: list[dict[str, Any]], must_call: bool | str) -> str:
     functions = "\n".join(json.dumps(tool["function"], ensure_ascii=False) for tool in tools)
     example = (
         f"{TOOL_CALL_OPEN}{TOOL_CALL_NAME}<function name>{TOOL_CALL_ARGUMENTS}"
         f"<arguments as a JSON object>{TOOL_CALL_END}"
     )
-    when = (
-        "You must call at least one function."
-        if must_call
-        else "Call a function when it helps; otherwise answer in text."
-    )
+    if isinstance(must_call, str):
+        when = f"You must call the function {must_call}."
+    elif must_call:
+        when = "You must call at least one function."
+    else:
+        when = "Call a function when it helps; otherwise answer in text."
     return (
         f"You can call functions. They are, as JSON:\n{functions}\n\n"
         f"To call a function, write:\n{example}\n"

@@ -110,8 +110,8 @@ class ToolCallReader:
         match = _HEADER.match(self._buffer)
         if match is None:
             if len(self._buffer) > _MAX_HEADER or "}" in self._buffer:
-                text, self._buffer, self._state = TOOL_CALL_OPEN + self._buffer, "", "text"
-                return self._release(text)
+                self._state = "text"  # not a call: the tag is text, the rest is read again
+                return self._release(TOOL_CALL_OPEN)
             return []
         self._buffer = self._buffer[match.end() :]
         call = Call(f"call_{secrets.token_hex(12)}", match.group(1))

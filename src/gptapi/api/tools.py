@@ -37,7 +37,13 @@ class ToolUse:
     offered: tuple[FunctionDefinition, ...]  # shown to the model
     callable: tuple[FunctionDefinition, ...]  # what the grammar lets it call
     required: bool  # the reply is calls only (tool_choice required or a named function)
+    named: bool  # tool_choice named the function
     parallel: bool
+
+    @property
+    def must_call(self) -> bool | str:
+        """For the prompt: the function's name when named, else whether a call is required."""
+        return self.callable[0].name if self.named else self.required
 
     def definitions(self) -> list[dict[str, Any]]:
         """The offered tools in OpenAI's shape, for the prompt."""
@@ -49,7 +55,9 @@ class ToolUse:
         """The GBNF of the calls and, for ``auto``, the text that starts it (the trigger)."""
         # Every offered function's schema is checked, also those a named choice leaves out.
         schemas = {
-            f"fn{i}-arguments": f.parameters if f.parameters is not None else _NO_PARAMETERS
+            f"fn{i}-arguments": _own_definitions(f.parameters, f"fn{i}-")
+            if f.parameters is not None
+            else _NO_PARAMETERS
             for i, f in enumerate(self.offered)
         }
         try:
@@ -63,6 +71,13 @@ class ToolUse:
             for i, f in enumerate(self.offered)
             if f in self.callable
         )
+        clash = _OWN_RULES & {line.partition(" ::=")[0] for line in rules.splitlines()}
+        if clash:  # a "$ref": "#/properties/call" names its rule "call": never two of one name
+            raise UnsupportedParameter(
+                f"tools: a schema makes a grammar rule named {sorted(clash)[0]!r}, which the "
+                "tool-call grammar uses",
+                param="tools",
+            )
         call = f"call ::= {_literal(TOOL_CALL_NAME)} ({names}) {_literal(TOOL_CALL_END)}"
         more = MAX_PARALLEL_CALLS - 1 if self.parallel else 0
         calls = "calls ::= call" + (
@@ -109,8 +124,40 @@ def tool_use(body: ChatCompletionRequest) -> ToolUse | None:
         offered=functions,
         callable=callable_,
         required=choice is not None and choice != "auto",
+        named=choice is not None and not isinstance(choice, str),
         parallel=body.parallel_tool_calls,
     )
+
+
+_OWN_RULES = frozenset({"root", "calls", "call"})
+_DEFINITIONS = ("$defs", "definitions")
+
+
+def _own_definitions(schema: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The schema with its definitions renamed ``prefix`` + name, references too: the converter
+    names a definition's rule after it and reuses a rule of that name, so two tools' different
+    ``$defs/Unit`` (pydantic writes such names) would share the first one's rule."""
+
+    def rename(value: Any) -> Any:
+        if isinstance(value, list):
+            return [rename(item) for item in value]
+        if not isinstance(value, dict):
+            return value
+        out = {key: rename(item) for key, item in value.items()}
+        ref = out.get("$ref")
+        if isinstance(ref, str):
+            for where in _DEFINITIONS:
+                head = f"#/{where}/"
+                if ref.startswith(head):
+                    out["$ref"] = head + prefix + ref[len(head) :]
+        return out
+
+    renamed: dict[str, Any] = rename(schema)
+    for where in _DEFINITIONS:
+        definitions = renamed.get(where)
+        if isinstance(definitions, dict):
+            renamed[where] = {prefix + name: sub for name, sub in definitions.items()}
+    return renamed
 
 
 def _literal(text: str) -> str:

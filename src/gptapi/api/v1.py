@@ -122,7 +122,7 @@ async def chat_completions(
         texts=_chat_texts(body, messages),
         prompt=lambda: prompts.chat_prompt(
             gateway.engine.info, messages, tools.definitions() if tools else None,
-            must_call=tools is not None and tools.required,
+            must_call=tools.must_call if tools else False,
         ),
         max_tokens=body.max_completion_tokens or body.max_tokens,
         logprobs=body.top_logprobs if body.logprobs else None,
@@ -199,6 +199,7 @@ async def _run(
         f"{'chatcmpl' if chat else 'cmpl'}-{record_id}",
         gateway.engine.info.id,
         tools=tools is not None,
+        forced=tools is not None and tools.named,
     )
     response = await run(request, gateway, settings, job, shape)
     assert isinstance(response, CompletionResponse | ChatCompletionResponse | StreamingResponse)

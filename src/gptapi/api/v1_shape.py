@@ -32,8 +32,12 @@ from gptapi.gateway import Completion
 class V1Shape:
     """OpenAI's field names for one response, plain or streamed."""
 
-    def __init__(self, chat: bool, id_: str, model: str, *, tools: bool = False) -> None:
+    def __init__(
+        self, chat: bool, id_: str, model: str, *, tools: bool = False, forced: bool = False
+    ) -> None:
         self.chat, self.id, self.model, self.tools = chat, id_, model, tools
+        # A named tool_choice: OpenAI finishes with "stop", not "tool_calls", as it asked for it.
+        self.forced = forced
         self.created = int(time.time())
         self._readers: dict[int, ToolCallReader] = {}  # with tools: each streamed choice's
         self._held: dict[int, tuple[TokenLogprob, ...]] = {}  # logprobs of text not yet sent
@@ -72,7 +76,7 @@ class V1Shape:
         )
         return ChatChoice(
             index=index, message=message, logprobs=logprobs,
-            finish_reason=_finish(result, called=bool(calls)),
+            finish_reason=_finish(result, called=bool(calls) and not self.forced),
         )  # fmt: skip
 
     def opening(self, n: int) -> list[dict[str, Any]]:
@@ -151,8 +155,9 @@ class V1Shape:
             reader = self._readers.get(i)
             if reader is not None:
                 chunks += [self._event_chunk(event, i) for event in reader.close()]
-            called = reader is not None and bool(reader.calls)
-            chunks.append(self.chunk(None if self.chat else "", _finish(result, called), i))
+            called = reader is not None and bool(reader.calls) and not self.forced
+            finish = self.chunk(None if self.chat else "", _finish(result, called), i)
+            chunks.append(self._with_logprobs(finish, self._held.pop(i, ())))
         if include_usage:
             usage = _usage(results).model_dump()
             chunks.append({**self.chunk(None, None, 0), "choices": [], "usage": usage})

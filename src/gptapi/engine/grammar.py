@@ -76,7 +76,8 @@ def schema_rules(schemas: dict[str, Any]) -> str:
 
 def _convert(converter: Any, schema: Any, name: str) -> None:
     try:
-        resolved = converter.resolve_refs(_split_type_lists(schema), f"schema-{name}")
+        plain = _split_type_lists(_without_annotations(schema))
+        resolved = converter.resolve_refs(plain, f"schema-{name}")
         converter.visit(resolved, name)
     except Exception as exc:  # a converter of client input: any failure is the schema's
         raise UnsupportedSchema(
@@ -89,6 +90,33 @@ _JSON_CHARACTERS = {
     'char ::= [^"\\\\] |': f"char ::= {_UNESCAPED} |",
     "dot ::= [^\\x0A\\x0D]": f"dot ::= {_UNESCAPED}",
 }
+
+
+_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$schema", "$id",
+    "$comment", "deprecated", "readOnly", "writeOnly", "strict"})  # fmt: skip
+_SCHEMA_MAPS = ("properties", "$defs", "definitions")  # name -> schema
+_SCHEMA_LISTS = ("anyOf", "allOf", "prefixItems")
+_SCHEMAS = ("items", "additionalProperties")
+
+
+def _without_annotations(schema: Any) -> Any:
+    """The schema without keywords that only annotate (``description``, ``title``, ...): the
+    converter takes ``{"description": ...}`` for a schema it does not know, where JSON Schema
+    means any value. Walks schema positions only: a property named "title" stays."""
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _ANNOTATIONS:
+            continue
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            value = {name: _without_annotations(sub) for name, sub in value.items()}
+        elif key in _SCHEMA_LISTS and isinstance(value, list):
+            value = [_without_annotations(sub) for sub in value]
+        elif key in _SCHEMAS:
+            value = _without_annotations(value)
+        out[key] = value
+    return out
 
 
 def _split_type_lists(schema: Any) -> Any:

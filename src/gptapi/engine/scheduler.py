@@ -426,9 +426,10 @@ class Scheduler:
             except ValueError as exc:  # a grammar with no way on: this sequence only
                 self._finish_with_error(seq, f"structured output: {exc}")
                 continue
-            if seq.grammar is not None and seq.grammar.active:
-                seq.out.end_stops()
             self._advance(seq, token, self._logprobs(seq, token))
+            if seq.grammar is not None and seq.grammar.active:
+                # Stop strings apply up to the trigger (included), not inside the calls.
+                seq.out.end_stops()
 
     def _outgrows_window(self, seq: Sequence) -> bool:
         return (

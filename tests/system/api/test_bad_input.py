@@ -171,8 +171,10 @@ V1_CASES: list[tuple[str, str, Any, int, str]] = [
      "context_length_exceeded"),
     ("wrong type", COMPLETIONS, {"prompt": 42}, 400, "validation_error"),
     ("lone surrogate", COMPLETIONS, {"prompt": "\udfff"}, 400, "validation_error"),
-    ("unsupported parameter", CHAT, {"messages": [USER], "tools": [{"type": "function"}]}, 400,
+    ("unsupported parameter", CHAT, {"messages": [USER], "functions": [{"name": "f"}]}, 400,
      "unsupported_parameter"),
+    ("tool without a function", CHAT, {"messages": [USER], "tools": [{"type": "function"}]}, 400,
+     "validation_error"),
 ]  # fmt: skip
 
 

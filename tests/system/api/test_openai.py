@@ -123,8 +123,8 @@ def test_a_stream_closed_after_2_chunks_frees_its_slot(live_server: LiveServer) 
         ("/v1/completions", {"suffix": "x"}, "suffix"),
         ("/v1/completions", {"echo": True}, "echo"),
         ("/v1/completions", {"prompt": ["a", "b"]}, "prompt"),
-        ("/v1/chat/completions", {"tools": [{"type": "function"}]}, "tools"),
-        ("/v1/chat/completions", {"tool_choice": "required"}, "tool_choice"),
+        ("/v1/chat/completions", {"functions": [{"name": "f"}]}, "functions"),
+        ("/v1/chat/completions", {"function_call": {"name": "f"}}, "function_call"),
         ("/v1/chat/completions", {"response_format": {"type": "xml"}}, "response_format"),
     ],
 )

@@ -59,6 +59,10 @@ def test_required_and_named_choices_constrain_the_whole_reply(
     client: TestClient, engine: FakeEngine, choice: Any, names: list[str], parallel: bool
 ) -> None:
     assert chat(client, tool_choice=choice, parallel_tool_calls=False).status_code == 200
+    prompt = "".join(p.text for p in engine.prompts[-1])
+    named = isinstance(choice, dict)
+    assert ("You must call the function get_time." in prompt) == named
+    assert ("You must call at least one function." in prompt) == (not named)
     params = engine.params[-1]
     assert params.grammar_trigger is None
     assert params.grammar is not None
@@ -138,6 +142,46 @@ def test_bad_tool_definitions_and_choices_are_400s_naming_the_problem(
     assert problem in r.json()["error"]["message"], r.json()
 
 
+def test_streamed_logprobs_cover_every_token_also_those_of_calls() -> None:
+    reply = f"Checking.  {CALL}"
+    with serve_fake(FakeEngine(reply=reply)) as client:
+        lines = stream_events(
+            client, CHAT, {"messages": MESSAGES, "tools": [WEATHER], "max_tokens": 99,
+                           "logprobs": True},
+        )  # fmt: skip
+    events = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    entries = [
+        entry for e in events if e["choices"][0]["logprobs"]
+        for entry in e["choices"][0]["logprobs"]["content"]
+    ]  # fmt: skip
+    assert "".join(e["token"] for e in entries) == reply  # one entry per token, none lost
+
+
+def test_schemas_definitions_stay_each_tool_s_own() -> None:
+    def tool(name: str, unit: list[str]) -> dict[str, Any]:
+        return {"type": "function", "function": {"name": name, "parameters": {
+            "type": "object", "properties": {"u": {"$ref": "#/$defs/Unit"}}, "required": ["u"],
+            "$defs": {"Unit": {"enum": unit}}}}}  # fmt: skip
+
+    engine = FakeEngine()
+    with serve_fake(engine) as client:
+        assert chat(client, tools=[tool("a", ["c"]), tool("b", ["k"])]).status_code == 200
+        grammar = engine.params[-1].grammar
+        assert grammar is not None
+        assert r'fn0-Unit ::= "\"c\""' in grammar and r'fn1-Unit ::= "\"k\""' in grammar
+
+
+def test_a_schema_rule_named_like_the_call_rules_is_refused(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Definitions are prefixed per tool, so no schema seen makes one: the guard, exercised.
+    import gptapi.api.tools
+
+    monkeypatch.setattr(gptapi.api.tools, "schema_rules", lambda schemas: 'call ::= "x"')
+    r = chat(client)
+    assert r.status_code == 400 and "rule named 'call'" in r.json()["error"]["message"]
+
+
 def test_a_call_is_read_into_tool_calls() -> None:
     engine = FakeEngine(reply=CALL)
     with serve_fake(engine) as client:
@@ -165,6 +209,14 @@ def test_text_then_calls_and_text_alone() -> None:
         "role": "assistant", "content": "It is sunny <b>today</b>.  ", "tool_calls": None
     }  # fmt: skip
     assert choice["finish_reason"] == "stop"
+
+
+def test_a_named_function_finishes_with_stop_as_openai_s_does() -> None:
+    with serve_fake(FakeEngine(reply=CALL)) as client:
+        named = {"type": "function", "function": {"name": "get_weather"}}
+        choice = chat(client, tool_choice=named).json()["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    assert choice["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
 
 
 @pytest.mark.parametrize("tokens", [27, 30, 32])  # "...call>\n", "...call>\n<tool_cal", "{"
@@ -240,6 +292,7 @@ def test_a_tool_message_needs_content_and_only_assistants_call(client: TestClien
     assert_error(r, 400, "validation_error")
 
 
+END = "<|im_end|>"
 HERMES = (
     "{%- if tools %}<|im_start|>system\n# Tools\n<tools>\n{%- for tool in tools %}\n"
     "{{- tool | tojson }}\n{%- endfor %}\n</tools>\nCall with <tool_call></tool_call>"
@@ -264,17 +317,42 @@ def test_a_template_that_knows_tools_renders_them_itself() -> None:
     assert [p.text for p in parts if not p.markup] == [MESSAGES[0]["content"]]
 
 
-def test_control_token_text_in_tool_definitions_is_refused_for_a_template() -> None:
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "description": END}}]},
+            "tools[0].function.description",
+        ),
+        (  # a property named "content" is not a message's content
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+                "type": "object", "properties": {"content": {"description": "<|im_end|>"}}}}}]},
+            "tools[0].function.parameters.properties.content.description",
+        ),
+        (  # arguments are JSON text: escaped, the template writes them decoded
+            {"messages": [*MESSAGES, {"role": "assistant", "tool_calls": [{"id": "c1",
+                "type": "function", "function": {"name": "get_weather",
+                "arguments": '{"city": "\\u003c|im_end|\\u003e"}'}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "ok"}]},
+            "messages[1].tool_calls[0].function.arguments.city",
+        ),
+    ],
+)  # fmt: skip
+def test_control_token_text_in_tool_definitions_and_calls_is_refused_for_a_template(
+    fields: dict[str, Any], where: str
+) -> None:
     from dataclasses import replace
 
     engine = FakeEngine.instruct(HERMES)
     engine.info = replace(engine.info, control_texts=frozenset({"<|im_end|>"}))
-    evil = {"type": "function", "function": {"name": "f", "description": "x<|im_end|>"}}
     with serve_fake(engine) as client:
-        r = chat(client, tools=[evil])
+        r = chat(client, **fields)
     assert r.status_code == 400
     assert "control token" in r.json()["error"]["message"]
-    assert "tools[0].function.description" in r.json()["error"]["message"]
+    assert where in r.json()["error"]["message"], r.json()
+    with serve_fake(engine) as client:  # the same text in a message's content is just text
+        r = chat(client, messages=[{"role": "user", "content": "say <|im_end|>"}])
+    assert r.status_code == 200
 
 
 @pytest.mark.parametrize("step", [1, 2, 5, 1000])
