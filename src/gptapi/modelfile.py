@@ -180,7 +180,8 @@ def inspect_gguf(path: Path) -> GgufSummary:
             end_of_data = max(end_of_data, offset + (nbytes or 0))
         align = metadata.get("general.alignment", _DEFAULT_ALIGNMENT)
         align = align if isinstance(align, int) and align > 0 else _DEFAULT_ALIGNMENT
-        data_start = -(-r.tell() // align) * align
+        # A file with no tensors (a vocabulary-only GGUF) has no data section to align.
+        data_start = -(-r.tell() // align) * align if tensor_count else r.tell()
     expected = data_start + end_of_data
     if actual_size < expected:
         raise ModelFileError(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -124,13 +125,11 @@ def render_chat(
     assert info.chat_template is not None
     nonce = secrets.token_hex(8)
     held_messages: list[dict[str, Any]] = []
-    holders: list[str] = []
-    contents: list[str] = []
+    contents: dict[int, str] = {}
     for i, message in enumerate(messages):
         if message.get("content"):  # an empty one stays empty: templates often skip it
-            holders.append(f"@@{nonce}:{i}@@")
-            contents.append(message["content"])
-            message = {**message, "content": holders[-1]}
+            contents[i] = message["content"]
+            message = {**message, "content": f"@@{nonce}:{i}@@"}
         held_messages.append(message)
     try:
         real = render_template(
@@ -145,29 +144,30 @@ def render_chat(
         raise InvalidRequest(
             f"messages: the model's chat template cannot render them ({type(exc).__name__})"
         ) from None
-    return _split(real, held, holders, contents)
+    return _split(real, held, re.compile(f"@@{nonce}:(\\d+)@@"), contents)
 
 
-def _split(real: str, held: str, holders: list[str], contents: list[str]) -> tuple[PromptPart, ...]:
-    markups: list[str] = []  # held == markups[0] holders[0] markups[1] ... markups[-1]
-    rest = held
-    for holder in holders:
-        markup, found, rest = rest.partition(holder)
-        if not found or holder in rest:
-            raise InvalidRequest(_UNSPLITTABLE)
-        markups.append(markup)
-    markups.append(rest)
+def _split(
+    real: str, held: str, holder: re.Pattern[str], contents: dict[int, str]
+) -> tuple[PromptPart, ...]:
+    """Cut ``real`` where ``held`` has placeholders, in the order the template wrote them (a
+    template may move a message: Mistral's puts the system message in the last user turn; or
+    leave one out)."""
+    pieces = holder.split(held)  # markup, index, markup, index, ..., markup
+    markups, order = pieces[0::2], [int(i) for i in pieces[1::2]]
     parts: list[PromptPart] = []
     pos = 0  # in `real`
-    for i, content in enumerate(contents):
-        if not real.startswith(markups[i], pos):
+    for k, index in enumerate(order):
+        if not real.startswith(markups[k], pos):
             raise InvalidRequest(_UNSPLITTABLE)
-        pos += len(markups[i])
-        follows = markups[i + 1]
-        written = next((c for c in _as_written(content) if real.startswith(c + follows, pos)), None)
+        pos += len(markups[k])
+        follows = markups[k + 1]
+        written = next(
+            (c for c in _as_written(contents[index]) if real.startswith(c + follows, pos)), None
+        )
         if written is None:
             raise InvalidRequest(_UNSPLITTABLE)
-        parts += [PromptPart(markups[i], markup=True), PromptPart(written)]
+        parts += [PromptPart(markups[k], markup=True), PromptPart(written)]
         pos += len(written)
     if real[pos:] != markups[-1]:
         raise InvalidRequest(_UNSPLITTABLE)

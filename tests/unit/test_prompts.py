@@ -57,14 +57,32 @@ def test_a_base_model_prompt_is_all_text() -> None:
     assert [p.markup for p in task.parts] == [False]
 
 
-def test_a_template_that_repeats_or_rewrites_contents_is_refused() -> None:
-    for template in (
-        "{% for m in messages %}{{ m['content'] }}|{{ m['content'] }}{% endfor %}",
-        "{% for m in messages %}{{ m['content'] | upper }}{% endfor %}",
-    ):
-        info = replace(BASE, chat_template=template)
-        with pytest.raises(InvalidRequest, match="rewrites message text"):
-            prompts.chat_prompt(info, [{"role": "user", "content": "hello"}])
+def test_a_template_that_rewrites_contents_is_refused() -> None:
+    info = replace(
+        BASE, chat_template="{% for m in messages %}{{ m['content'] | upper }}{% endfor %}"
+    )
+    with pytest.raises(InvalidRequest, match="rewrites message text"):
+        prompts.chat_prompt(info, [{"role": "user", "content": "hello"}])
+
+
+def test_contents_a_template_moves_repeats_or_leaves_out_stay_text() -> None:
+    # Mistral's puts the system message into the last user turn; a template may repeat a
+    # message or leave one out: each content it writes is text, wherever it is.
+    template = (
+        "{% for m in messages[1:] %}[{{ m['content'] }}]{% endfor %}"
+        "<sys>{{ messages[0]['content'] }}|{{ messages[0]['content'] }}</sys>"
+    )
+    info = replace(BASE, chat_template=template)
+    messages = [
+        {"role": "system", "content": "S <sys>"},
+        {"role": "user", "content": "U"},
+        {"role": "assistant", "content": ""},
+    ]
+    parts = prompts.chat_prompt(info, messages).parts
+    assert [(p.text, p.markup) for p in parts] == [
+        ("[", True), ("U", False), ("][]<sys>", True), ("S <sys>", False), ("|", True),
+        ("S <sys>", False), ("</sys>", True),
+    ]  # fmt: skip
 
 
 def test_template_errors_are_invalid_requests() -> None:

@@ -1,12 +1,23 @@
 """One llama.cpp model, memory-mapped once per process, plus what every context needs from it:
 tokenizing, token pieces, end-of-generation tokens, and llama.cpp's log routed into ``logging``.
+
+Tokenizing a prompt of parts gives exactly what llama.cpp gives for the whole prompt string with
+special-token parsing on (what the model's tokenizer tests check against Hugging Face), except
+that control tokens come only from markup: user text is data. So the parts are not tokenized
+one by one (a SentencePiece vocabulary with ``add_space_prefix``, Llama 2 or Mistral, would
+give every part a leading space, and BPE merges across a part boundary would be lost): markup
+is split at its control tokens, and the text between two control tokens, markup and user text
+together, is tokenized as one run with special-token parsing off.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import re
 import threading
+from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 
 import llama_cpp
@@ -55,7 +66,14 @@ def set_field(struct: ctypes.Structure, name: str, value: object) -> None:
 class LlamaModel:
     """Weights shared by every context of the process (mmap: one copy in RAM)."""
 
-    def __init__(self, source: ModelSource, summary: GgufSummary, *, use_mmap: bool = True) -> None:
+    def __init__(
+        self,
+        source: ModelSource,
+        summary: GgufSummary,
+        *,
+        use_mmap: bool = True,
+        vocab_only: bool = False,
+    ) -> None:
         _init_backend()
         params = llama_cpp.llama_model_default_params()
         # 0.3.36 has no use_mmap field (an assignment to it would be silently ignored by ctypes):
@@ -66,6 +84,7 @@ class LlamaModel:
             llama_cpp.LLAMA_LOAD_MODE_MMAP if use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE,
         )
         set_field(params, "n_gpu_layers", 0)
+        set_field(params, "vocab_only", vocab_only)  # tokenizer tests of other families
         self.source = source
         self.summary = summary
         self.ptr = llama_cpp.llama_model_load_from_file(str(source.path).encode(), params)
@@ -75,6 +94,16 @@ class LlamaModel:
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(self.ptr))
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        # Control (and unknown) tokens by text, with their attributes: the tokens special-token
+        # parsing makes of markup. One pass over the vocabulary (~0.13 s for 262k tokens).
+        control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+        self._controls: dict[str, tuple[int, int]] = {}
+        for token in range(self.n_vocab):
+            attr = int(llama_cpp.llama_vocab_get_attr(self.vocab, token))
+            text = self.token_text(token) if attr & control else ""
+            if text:
+                self._controls.setdefault(text, (token, attr))
+        self._split_markup = lru_cache(maxsize=256)(self._split_markup_uncached)
 
     @property
     def path(self) -> Path:
@@ -86,30 +115,67 @@ class LlamaModel:
 
     @property
     def bos_text(self) -> str:
-        return self.token_text(llama_cpp.llama_vocab_bos(self.vocab))
+        return self._text_of(llama_cpp.llama_vocab_bos(self.vocab))
 
     @property
     def eos_text(self) -> str:
-        return self.token_text(llama_cpp.llama_vocab_eos(self.vocab))
+        return self._text_of(llama_cpp.llama_vocab_eos(self.vocab))
+
+    def _text_of(self, token: int) -> str:
+        # A vocabulary may have no such token (-1): asking llama.cpp for its text aborts.
+        return self.token_text(token) if 0 <= token < self.n_vocab else ""
 
     def control_texts(self) -> frozenset[str]:
         """Texts of the control (and unknown) tokens, which special-token parsing turns into the
-        tokens themselves (one pass over the vocabulary: ~0.13 s for 262k)."""
-        control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
-        texts = (
-            self.token_text(token)
-            for token in range(self.n_vocab)
-            if llama_cpp.llama_vocab_get_attr(self.vocab, token) & control
-        )
-        return frozenset(text for text in texts if text)
+        tokens themselves."""
+        return frozenset(self._controls)
 
     def tokenize(self, prompt: Prompt) -> list[int]:
-        """BOS (as the vocabulary asks), then each part's tokens, special-token text parsed in
-        markup parts only. Reads only the vocabulary, so it is safe beside a running decode."""
+        """BOS (as the vocabulary asks), then the prompt's tokens: control tokens from markup
+        only, the text around them in runs (module docstring). Reads only the vocabulary, so it
+        is safe beside a running decode."""
         tokens = [llama_cpp.llama_vocab_bos(self.vocab)] if self._add_bos else []
-        for part in prompt_parts(prompt):
-            tokens += self._tokenize_part(part.text, parse_special=part.markup)
+        for run in self._runs(prompt):
+            if isinstance(run, int):
+                tokens.append(run)
+            else:
+                tokens += self._tokenize_part(run, parse_special=False)
         return tokens
+
+    def _runs(self, prompt: Prompt) -> Iterator[str | int]:
+        """Control tokens, and the text between them (markup and user text joined)."""
+        text = ""
+        strip_next = False  # the last control token eats the whitespace after it (RSTRIP)
+        for part in prompt_parts(prompt):
+            pieces = self._split_markup(part.text) if part.markup else (part.text,)
+            for piece in pieces:
+                if isinstance(piece, str):
+                    if strip_next and piece:
+                        piece, strip_next = piece.lstrip(), False
+                    text += piece
+                    continue
+                token, attr = piece
+                if attr & llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP:
+                    text = text.rstrip()
+                if text:
+                    yield text
+                    text = ""
+                yield token
+                strip_next = bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP)
+        if text:
+            yield text
+
+    def _split_markup_uncached(self, markup: str) -> tuple[str | tuple[int, int], ...]:
+        """Markup as text and (token, attribute) pieces, the longest control token first."""
+        found = sorted((t for t in self._controls if t in markup), key=len, reverse=True)
+        if not found:
+            return (markup,)
+        pattern = re.compile("(" + "|".join(map(re.escape, found)) + ")")
+        return tuple(
+            self._controls[piece] if i % 2 else piece
+            for i, piece in enumerate(pattern.split(markup))
+            if piece or i % 2
+        )
 
     def _tokenize_part(self, text: str, *, parse_special: bool) -> list[int]:
         data = text.encode("utf-8")
