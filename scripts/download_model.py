@@ -2,6 +2,7 @@
 """Download the heavy default model (Gemma 3 4B instruct, Q8_0, ~4.13 GB) into models/.
 
     python scripts/download_model.py                       # the default model
+    python scripts/download_model.py --preset llama-3.2-3b # another family (--list: all)
     python scripts/download_model.py --repo ORG/NAME --file X.gguf --revision main --dest models
 
 Uses huggingface-hub (HF_ENDPOINT and HF_TOKEN are honoured; the token is needed only for gated
@@ -20,11 +21,48 @@ import os
 import re
 import shutil
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 DEFAULT_REPO = "bartowski/google_gemma-3-4b-it-GGUF"
 DEFAULT_FILE = "google_gemma-3-4b-it-Q8_0.gguf"
+
+
+@dataclass(frozen=True)
+class Preset:
+    repo: str
+    file: str
+    revision: str
+    sha256: str | None  # None: verified against the hub's LFS hash of that revision
+    size: str  # for --list
+    note: str
+
+
+# Instruct models of the 2-4.5 GB class, each a family gptapi serves (docs/models.md). Pinned
+# hashes and commits were taken from a public catalog that re-hashed the files (no hub is
+# reachable from where gptapi is developed, so they were not re-verified here); a mismatch stops
+# the download, it never passes a wrong file.
+PRESETS = {
+    "gemma-3-4b": Preset(DEFAULT_REPO, DEFAULT_FILE, "main", None, "4.13 GB",
+                         "Gemma 3 4B instruct Q8_0: the default"),
+    "llama-3.2-3b": Preset(
+        "unsloth/Llama-3.2-3B-Instruct-GGUF", "Llama-3.2-3B-Instruct-Q4_K_M.gguf",
+        "e7d0997e49c9cb00d88b4c1a6a16aa894b0bbc31",
+        "6c99cc00ae910f6a532a80022cb4bc1939094527a089c29294b841c0bd87f74d", "2.02 GB",
+        "Llama 3.2 3B instruct Q4_K_M (Llama 3 BPE tokenizer; gated upstream, this mirror not)"),
+    "granite-3.3-2b": Preset(
+        "ibm-granite/granite-3.3-2b-instruct-GGUF", "granite-3.3-2b-instruct-Q4_K_M.gguf",
+        "7cdf86ccd1f1bb3491c9b7017b033f2e51367397",
+        "ac71e9e32c0bea919b409c5918f69ca74339854b0319c5065e4e9fb6d95c4852", "1.55 GB",
+        "IBM Granite 3.3 2B instruct Q4_K_M, IBM's own conversion"),
+    "qwen2.5-3b": Preset(
+        "Qwen/Qwen2.5-3B-Instruct-GGUF", "qwen2.5-3b-instruct-q4_k_m.gguf", "main", None,
+        "~2.1 GB", "Qwen 2.5 3B instruct Q4_K_M, Qwen's own conversion (tools natively)"),
+    "phi-3.5-mini": Preset(
+        "bartowski/Phi-3.5-mini-instruct-GGUF", "Phi-3.5-mini-instruct-Q4_K_M.gguf", "main", None,
+        "~2.4 GB", "Phi-3.5 mini instruct Q4_K_M (SentencePiece tokenizer)"),
+}  # fmt: skip
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MARGIN = 256 * 2**20  # keep some disk free beyond the file itself
 
@@ -125,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a known model (--list)")
+    parser.add_argument("--list", action="store_true", help="list the presets and exit")
     parser.add_argument(
         "--repo", default=DEFAULT_REPO, help=f"hub repository (default {DEFAULT_REPO})"
     )
@@ -139,6 +179,15 @@ def main(argv: list[str] | None = None) -> int:
         "--sha256", default=None, help="expected SHA-256 (default: the hub's LFS hash)"
     )
     args = parser.parse_args(argv)
+    if args.list:
+        for name, preset in PRESETS.items():
+            pinned = "SHA-256 pinned" if preset.sha256 else "hub's SHA-256"
+            print(f"{name:15} {preset.size:>8}  {preset.note} [{pinned}]")
+        return 0
+    if args.preset:
+        preset = PRESETS[args.preset]
+        args.repo, args.file, args.revision = preset.repo, preset.file, preset.revision
+        args.sha256 = args.sha256 or preset.sha256
     try:
         path = download(args.repo, args.file, args.revision, args.dest, args.sha256)
     except DownloadError as exc:

@@ -4,6 +4,7 @@ code runs; nothing reaches the internet)."""
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -166,3 +167,24 @@ def test_an_unreachable_hub_fails_at_once_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach" in lines[0]
+
+
+def test_presets_are_listed_and_well_formed() -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--list"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("download_model", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    assert module.PRESETS["gemma-3-4b"].file == module.DEFAULT_FILE
+    for name, preset in module.PRESETS.items():
+        assert name in result.stdout
+        assert preset.file.endswith(".gguf")
+        assert preset.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", preset.sha256)
+        assert preset.revision == "main" or re.fullmatch(r"[0-9a-f]{40}", preset.revision)
+        assert (preset.sha256 is None) == (preset.revision == "main")  # pinned: file and commit
