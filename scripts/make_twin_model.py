@@ -16,6 +16,8 @@ Streamed to disk in chunks (well under 1 GB of RAM); deterministic for a given s
     python scripts/make_twin_model.py                      # models/gemma-3-4b-it-twin-Q8_0.gguf
     python scripts/make_twin_model.py --arch llama         # models/llama-3.2-3b-it-twin-Q8_0.gguf
     python scripts/make_twin_model.py --layers 2 --hidden 256 --ffn 512 --out /tmp/small.gguf
+    python scripts/make_twin_model.py --type Q4_K_M         # requantized with llama.cpp's own
+                                                           # quantizer (4B twin, Q4_K_M mix)
 """
 
 from __future__ import annotations
@@ -223,6 +225,23 @@ def write_twin(
     return out.stat().st_size
 
 
+# llama.cpp's file types a twin can be requantized to (the same tensors per type as a real model's
+# conversion: Q4_K_M keeps some matrices in Q6_K).
+FILE_TYPES = {"Q8_0": 7, "Q4_0": 2, "Q4_K_M": 15}
+
+
+def requantize(q8: Path, out: Path, file_type: str) -> None:
+    """``q8`` requantized by llama.cpp (``llama_model_quantize``) to ``file_type``."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = FILE_TYPES[file_type]
+    params.allow_requantize = True
+    params.nthread = 0  # all cores
+    if llama_cpp.llama_model_quantize(str(q8).encode(), str(out).encode(), params) != 0:
+        raise RuntimeError(f"llama_model_quantize failed for {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="make_twin_model.py",
@@ -239,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         "llama.cpp's ggml-vocab-llama-bpe.gguf for llama)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--type", choices=sorted(FILE_TYPES), default="Q8_0", help="weights' quantization"
+    )
     parser.add_argument("--layers", type=int, default=None, help="for small test twins")
     parser.add_argument("--hidden", type=int, default=None, help="for small test twins")
     parser.add_argument("--ffn", type=int, default=None, help="for small test twins")
@@ -263,12 +285,19 @@ def main(argv: list[str] | None = None) -> int:
         source = source or llama_cpp_data.vocab("llama-bpe")
         template = llama_cpp_data.templates()[LLAMA_TEMPLATE]
     default_out = {"gemma3": "gemma-3-4b-it", "llama": "llama-3.2-3b-it"}[args.arch]
-    out = args.out or Path(f"models/{default_out}-twin-Q8_0.gguf")
+    out = args.out or Path(f"models/{default_out}-twin-{args.type}.gguf")
     started = time.perf_counter()
-    size = write_twin(out, source, shapes, args.seed, template)
+    q8 = out if args.type == "Q8_0" else out.with_name(out.name + ".q8.tmp")
+    size = write_twin(q8, source, shapes, args.seed, template)
+    if args.type != "Q8_0":
+        try:
+            requantize(q8, out, args.type)
+        finally:
+            q8.unlink()
+        size = out.stat().st_size
     print(
         f"wrote {out}: {size:,} bytes in {time.perf_counter() - started:.0f} s "
-        f"({shapes.layers} layers, hidden {shapes.hidden}; random weights)"
+        f"({shapes.layers} layers, hidden {shapes.hidden}, {args.type}; random weights)"
     )
     return 0
 
