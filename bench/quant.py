@@ -61,7 +61,7 @@ def alone(url: str) -> dict[str, float]:
     final: dict[str, Any] = {}
     with httpx.stream("POST", f"{url}/generate-text", json=body, headers=headers, timeout=900) as r:
         for line in r.iter_lines():
-            if not line.startswith("data: "):
+            if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             event = json.loads(line[6:])
             now = time.perf_counter()
@@ -175,7 +175,7 @@ def table(result: dict[str, Any], users: list[int]) -> str:
         cells = [name, f"{size / 1e9:.2f}", f"{med(name, 'alone', 'prefill_tok_s'):.1f}",
                  f"{med(name, 'alone', 'decode_tok_s'):.2f}"]  # fmt: skip
         cells += [
-            f"{med(name, f'u{u}', 'output_tok_s'):.2f}, {med(name, f'u{u}', 'p50_latency_s'):.0f}"
+            f"{med(name, f'u{u}', 'output_tok_s'):.2f}, {med(name, f'u{u}', 'p50_latency_s'):.1f}"
             for u in users
         ]
         loaded = [med(name, "loaded", k) / gib for k in ("rss", "anon", "file")]
