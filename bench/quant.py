@@ -6,9 +6,8 @@
 
 Each round starts one server per model in turn (the order rotates each round; 8 slots, 4096
 tokens each, prompt cache off, limits lifted: ``bench/serverenv.py``) and, on it: the memory
-once loaded (RSS, anonymous, file-backed); one streamed request alone with a ~600-token prompt
-(prefill tok/s = its prompt tokens / time to first token; decode tok/s = its later tokens / the
-time they took); then ``gptapi-bench run`` at each user level (one request per user, default
+once loaded (RSS, anonymous, file-backed); one request alone with a ~400-token prompt (prefill
+tok/s = its prompt tokens / time to first token; decode tok/s as the server timed it); then ``gptapi-bench run`` at each user level (one request per user, default
 task mix, ``--max-tokens``): aggregate output tok/s, p50 latency, peak memory. After the rounds,
 each model once with ``--workers 2``: the PSS of both workers together after each served a
 request (weights mapped from the file are shared; anonymous copies are not). Results:
@@ -34,8 +33,8 @@ from bench.serverenv import API_KEY, server_env
 
 LONG_PROMPT = " ".join(
     f"Line {i}: the harbor keeps {i * 7 % 53} boats, {i * 3 % 17} cranes and one lighthouse."
-    for i in range(40)
-)  # ~600 tokens on Gemma's vocabulary
+    for i in range(20)
+)  # ~400 tokens on Gemma's vocabulary
 
 
 def start(model: Path, out: Path, name: str, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -53,28 +52,18 @@ def start(model: Path, out: Path, name: str, *extra: str) -> tuple[subprocess.Po
 
 
 def alone(url: str) -> dict[str, float]:
-    """One streamed request, nothing else running: prefill and decode rates."""
-    body = {"prompt": LONG_PROMPT, "max_tokens": 32, "stream": True, "temperature": 0}
+    """One request, nothing else running: prefill and decode rates as the server timed them
+    (a twin's random weights often write tokens that print as nothing, so not from a stream)."""
+    body = {"prompt": LONG_PROMPT, "max_tokens": 32, "temperature": 0}
     headers = {"Authorization": f"Bearer {API_KEY}"}
-    started = time.perf_counter()
-    first = last = None
-    final: dict[str, Any] = {}
-    with httpx.stream("POST", f"{url}/generate-text", json=body, headers=headers, timeout=900) as r:
-        for line in r.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            event = json.loads(line[6:])
-            now = time.perf_counter()
-            if event.get("text") and first is None:
-                first = now
-            last = now
-            final = event.get("usage") or final
-    assert first is not None and last is not None and final, "no tokens streamed"
-    ttft = first - started
+    response = httpx.post(f"{url}/generate-text", json=body, headers=headers, timeout=900)
+    response.raise_for_status()
+    reply = response.json()
+    prefill_s = reply["timings"]["time_to_first_token_ms"] / 1000
     return {
-        "prompt_tokens": final["prompt_tokens"],
-        "prefill_tok_s": final["prompt_tokens"] / ttft,
-        "decode_tok_s": (final["completion_tokens"] - 1) / (last - first),
+        "prompt_tokens": reply["usage"]["prompt_tokens"],
+        "prefill_tok_s": reply["usage"]["prompt_tokens"] / prefill_s,
+        "decode_tok_s": reply["timings"]["tokens_per_s"],
     }
 
 
@@ -131,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                     row[f"u{level}"] = load(url, level, args.max_tokens, folder)
                 runs.append(row)
                 print(json.dumps(row), flush=True)
+                (args.out / "runs.jsonl").open("a").write(json.dumps(row) + "\n")
             finally:
                 stop(proc)
     workers = {}
