@@ -7,8 +7,9 @@
 Each round starts one server per model in turn (the order rotates each round; 8 slots, 4096
 tokens each, prompt cache off, limits lifted: ``bench/serverenv.py``) and, on it: the memory
 once loaded (RSS, anonymous, file-backed); one request alone with a ~400-token prompt (prefill
-tok/s = its prompt tokens / time to first token; decode tok/s as the server timed it); then ``gptapi-bench run`` at each user level (one request per user, default
-task mix, ``--max-tokens``): aggregate output tok/s, p50 latency, peak memory. After the rounds,
+tok/s = its prompt tokens / time to first token; decode tok/s as the server timed it); then
+``gptapi-bench run`` at each user level (one request per user, ``--mix``, default short generate
+prompts, ``--max-tokens``): aggregate output tok/s, p50 latency, peak memory. After the rounds,
 each model once with ``--workers 2``: the PSS of both workers together after each served a
 request (weights mapped from the file are shared; anonymous copies are not). Results:
 OUT/results.json and OUT/results.md. Not a test: nothing asserts.
@@ -73,11 +74,11 @@ def memory(url: str) -> dict[str, int]:
     return {"rss": sample.rss, "anon": sample.anon, "file": sample.file, "pss": sample.pss or 0}
 
 
-def load(url: str, users: int, max_tokens: int, out: Path) -> dict[str, Any]:
+def load(url: str, users: int, max_tokens: int, mix: str, out: Path) -> dict[str, Any]:
     cmd = [
         sys.executable, "-m", "bench.cli", "run", "--base-url", url, "--api-key", API_KEY,
         "--users", str(users), "--requests-per-user", "1", "--max-tokens", str(max_tokens),
-        "--timeout", "3600", "--time-cap", "3600", "--out", str(out),
+        "--mix", mix, "--timeout", "3600", "--time-cap", "3600", "--out", str(out),
     ]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True)
     summary: dict[str, Any] = json.loads((out / "result.json").read_text())["summary"]
@@ -101,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", default="10,40")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument(
+        "--mix",
+        default="generate=1",
+        help="task mix of the load (default: short generate prompts; the heavy twin needs "
+        "~40 s per 800 prompt tokens, so the default mix's documents make a 40-user level "
+        "last a quarter of an hour)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     models = {n: Path(p) for n, _, p in (m.partition("=") for m in args.models.split(","))}
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["alone"] = alone(url)
                 for level in users:
                     folder = args.out / f"{name}-r{round_}-u{level}"
-                    row[f"u{level}"] = load(url, level, args.max_tokens, folder)
+                    row[f"u{level}"] = load(url, level, args.max_tokens, args.mix, folder)
                 runs.append(row)
                 print(json.dumps(row), flush=True)
                 (args.out / "runs.jsonl").open("a").write(json.dumps(row) + "\n")

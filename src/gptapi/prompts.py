@@ -25,6 +25,7 @@ from jinja2 import Undefined, nodes
 from jinja2.ext import Extension, loopcontrols
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing
 
 from gptapi.engine import ModelInfo, PromptPart
 from gptapi.errors import InvalidRequest
@@ -68,6 +69,8 @@ class _Absent(Undefined):
     llama-server's renderer has it; every other use of it fails as in Jinja."""
 
     def __add__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._undefined_obj is not missing:  # a missing key or attribute: Jinja's error
+            self._fail_with_undefined_error()
         return args[0]
 
     __radd__ = __add__
@@ -87,11 +90,7 @@ def _compile(template: str):  # type: ignore[no-untyped-def]
     def raise_exception(message: str) -> None:
         raise _TemplateRefusal(message)
 
-    def strftime_now(format: str) -> str:
-        return datetime.now().strftime(format)
-
     env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = strftime_now
     env.filters["tojson"] = _tojson
     return env.from_string(template)
 
@@ -124,6 +123,7 @@ def render_chat(
     changes contents otherwise gets a 400: better than guessing which text is markup."""
     assert info.chat_template is not None
     nonce = secrets.token_hex(8)
+    variables |= {"now": datetime.now(), "strip_bos": info.add_bos}
     held_messages: list[dict[str, Any]] = []
     contents: dict[int, str] = {}
     for i, message in enumerate(messages):
@@ -152,9 +152,15 @@ def _split(
 ) -> tuple[PromptPart, ...]:
     """Cut ``real`` where ``held`` has placeholders, in the order the template wrote them (a
     template may move a message: Mistral's puts the system message in the last user turn; or
-    leave one out)."""
+    repeat one; one it leaves out is refused)."""
     pieces = holder.split(held)  # markup, index, markup, index, ..., markup
     markups, order = pieces[0::2], [int(i) for i in pieces[1::2]]
+    left_out = sorted(set(contents) - set(order))
+    if left_out:  # a role the template does not know: the message would silently vanish
+        raise InvalidRequest(
+            f"messages[{left_out[0]}]: the model's chat template leaves this message out or "
+            "rewrites its text"
+        )
     parts: list[PromptPart] = []
     pos = 0  # in `real`
     for k, index in enumerate(order):
@@ -190,8 +196,15 @@ def render_template(
     messages: list[dict[str, Any]],
     bos_token: str = "",
     eos_token: str = "",
+    *,
+    now: datetime | None = None,
+    strip_bos: bool = True,
     **variables: Any,
 ) -> str:
+    """``now``: the one clock of ``strftime_now`` (two renders of one prompt must agree).
+    ``strip_bos``: the engine adds BOS itself (the vocabulary says so); a second would derail
+    the model."""
+    clock = now or datetime.now()
     # Tools and documents are left undefined when not given (``tools is defined`` is how
     # templates ask; the "tool_use" variants iterate them unguarded).
     text: str = _compile(template).render(
@@ -200,9 +213,9 @@ def render_template(
         add_generation_prompt=True,
         bos_token=bos_token,
         eos_token=eos_token,
+        strftime_now=clock.strftime,
     )
-    # The engine adds BOS itself when tokenizing; a second one would derail the model.
-    if bos_token and text.startswith(bos_token):
+    if strip_bos and bos_token and text.startswith(bos_token):
         text = text[len(bos_token) :]
     return text
 
@@ -217,6 +230,8 @@ def chat_prompt(
     """A whole conversation, for /v1/chat/completions; with ``tools`` (OpenAI's definitions),
     the model is told it may call them (``must_call``: it will call at least one, or the one
     named)."""
+    # OpenAI's "developer" is the system turn of models that know no such role (all of them).
+    messages = [{**m, "role": "system"} if m["role"] == "developer" else m for m in messages]
     if info.chat_template and native_tools(info.chat_template):
         native = [_native_message(m) for m in messages]
         # What the template writes as markup, as it will write it (arguments decoded: a

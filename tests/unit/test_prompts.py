@@ -61,13 +61,13 @@ def test_a_template_that_rewrites_contents_is_refused() -> None:
     info = replace(
         BASE, chat_template="{% for m in messages %}{{ m['content'] | upper }}{% endfor %}"
     )
-    with pytest.raises(InvalidRequest, match="rewrites message text"):
+    with pytest.raises(InvalidRequest, match="rewrites"):
         prompts.chat_prompt(info, [{"role": "user", "content": "hello"}])
 
 
-def test_contents_a_template_moves_repeats_or_leaves_out_stay_text() -> None:
+def test_contents_a_template_moves_or_repeats_stay_text() -> None:
     # Mistral's puts the system message into the last user turn; a template may repeat a
-    # message or leave one out: each content it writes is text, wherever it is.
+    # message: each content it writes is text, wherever it is.
     template = (
         "{% for m in messages[1:] %}[{{ m['content'] }}]{% endfor %}"
         "<sys>{{ messages[0]['content'] }}|{{ messages[0]['content'] }}</sys>"
@@ -114,3 +114,34 @@ def test_only_templates_writing_json_calls_in_tool_call_tags_render_tools_themse
     assert prompts.native_tools(hermes)
     assert not prompts.native_tools(xml)
     assert not prompts.native_tools(GEMMA_TEMPLATE)
+
+
+def test_a_message_the_template_leaves_out_is_refused_and_developer_is_system() -> None:
+    only_users = (
+        "{% for m in messages %}{% if m['role'] == 'user' %}<u>{{ m['content'] }}"
+        "{% elif m['role'] == 'system' %}<s>{{ m['content'] }}{% endif %}{% endfor %}"
+    )
+    info = replace(BASE, chat_template=only_users)
+    with pytest.raises(InvalidRequest, match=r"messages\[1\]: .* leaves this message out"):
+        prompts.chat_prompt(
+            info, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+        )
+    parts = prompts.chat_prompt(
+        info, [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "a"}]
+    ).parts
+    assert [p.text for p in parts] == ["<s>", "be brief", "<u>", "a"]
+
+
+def test_only_names_nobody_passed_are_empty_text() -> None:
+    assert prompts.render_template("{{ 'a' + functions + 'b' }}", []) == "ab"
+    info = replace(BASE, chat_template="{{ 'x' + messages[0].nothing }}{{ messages[0].content }}")
+    with pytest.raises(InvalidRequest, match="cannot render them"):
+        prompts.chat_prompt(info, [{"role": "user", "content": "a"}])
+
+
+def test_one_clock_for_a_prompt() -> None:
+    from datetime import datetime
+
+    when = datetime(2026, 12, 31, 23, 59, 59)
+    text = prompts.render_template("{{ strftime_now('%d %b %Y') }}", [], now=when)
+    assert text == "31 Dec 2026"

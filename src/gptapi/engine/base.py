@@ -78,6 +78,7 @@ class ModelInfo:
     # The text of every control token (``<start_of_turn>``, ``<|im_end|>``, ...): what must never
     # reach a markup part from a client's strings.
     control_texts: frozenset[str] = frozenset()
+    add_bos: bool = True  # the engine puts BOS before every prompt (the vocabulary says so)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ class LlamaEngine:
             bos_token=model.bos_text,
             eos_token=model.eos_text,
             control_texts=model.control_texts(),
+            add_bos=model.add_bos,
         )
 
     @property

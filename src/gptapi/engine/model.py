@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import re
 import threading
 from collections.abc import Iterator
 from functools import lru_cache
@@ -31,6 +30,7 @@ log = logging.getLogger("gptapi.llama")
 # ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5.
 _LEVELS = {3: logging.WARNING, 4: logging.ERROR}
 _backend_lock = threading.Lock()
+_ASCII_SPACE = " \t\n\v\f\r"  # what llama.cpp's lstrip/rstrip attributes remove (isspace)
 _backend_ready = False
 
 
@@ -125,6 +125,10 @@ class LlamaModel:
         # A vocabulary may have no such token (-1): asking llama.cpp for its text aborts.
         return self.token_text(token) if 0 <= token < self.n_vocab else ""
 
+    @property
+    def add_bos(self) -> bool:
+        return self._add_bos
+
     def control_texts(self) -> frozenset[str]:
         """Texts of the control (and unknown) tokens, which special-token parsing turns into the
         tokens themselves."""
@@ -150,13 +154,14 @@ class LlamaModel:
             pieces = self._split_markup(part.text) if part.markup else (part.text,)
             for piece in pieces:
                 if isinstance(piece, str):
-                    if strip_next and piece:
-                        piece, strip_next = piece.lstrip(), False
+                    if strip_next:
+                        piece = piece.lstrip(_ASCII_SPACE)
+                        strip_next = not piece  # all whitespace: the next piece too
                     text += piece
                     continue
                 token, attr = piece
                 if attr & llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP:
-                    text = text.rstrip()
+                    text = text.rstrip(_ASCII_SPACE)
                 if text:
                     yield text
                     text = ""
@@ -166,16 +171,23 @@ class LlamaModel:
             yield text
 
     def _split_markup_uncached(self, markup: str) -> tuple[str | tuple[int, int], ...]:
-        """Markup as text and (token, attribute) pieces, the longest control token first."""
-        found = sorted((t for t in self._controls if t in markup), key=len, reverse=True)
-        if not found:
-            return (markup,)
-        pattern = re.compile("(" + "|".join(map(re.escape, found)) + ")")
-        return tuple(
-            self._controls[piece] if i % 2 else piece
-            for i, piece in enumerate(pattern.split(markup))
-            if piece or i % 2
-        )
+        """Markup as text and (token, attribute) pieces, in llama.cpp's order: each control
+        token in turn, the longest first, splits every text piece left."""
+        pieces: list[str | tuple[int, int]] = [markup]
+        for text in sorted((t for t in self._controls if t in markup), key=len, reverse=True):
+            split: list[str | tuple[int, int]] = []
+            for piece in pieces:
+                if not isinstance(piece, str) or text not in piece:
+                    split.append(piece)
+                    continue
+                parts = piece.split(text)
+                for i, part in enumerate(parts):
+                    if i:
+                        split.append(self._controls[text])
+                    if part:
+                        split.append(part)
+            pieces = split
+        return tuple(pieces)
 
     def _tokenize_part(self, text: str, *, parse_special: bool) -> list[int]:
         data = text.encode("utf-8")

@@ -35,7 +35,7 @@ CONVERSATION = [
     {"role": "system", "content": "Be brief."},
     {"role": "user", "content": "Hello there, how are you?"},
     {"role": "assistant", "content": "Fine, thanks.\n"},
-    {"role": "user", "content": "Tell me a joke about 42 cats."},
+    {"role": "user", "content": "\n  Tell me a joke about 42 cats.\u3000"},
 ]
 
 
