@@ -6,8 +6,9 @@
 
 Each round starts one server per model in turn (the order rotates each round; 8 slots, 4096
 tokens each, prompt cache off, limits lifted: ``bench/serverenv.py``) and, on it: the memory
-once loaded (RSS, anonymous, file-backed); one request alone with a ~400-token prompt (prefill
-tok/s = its prompt tokens / time to first token; decode tok/s as the server timed it); then
+once loaded (RSS, anonymous, file-backed); after a short warm-up request, one request alone
+with a ~400-token prompt (prefill tok/s = its prompt tokens / time to first token; decode tok/s
+as the server timed it); then
 ``gptapi-bench run`` at each user level (one request per user, ``--mix``, default short generate
 prompts, ``--max-tokens``): aggregate output tok/s, p50 latency, peak memory. After the rounds,
 each model once with ``--workers 2``: the PSS of both workers together after each served a
@@ -52,10 +53,10 @@ def start(model: Path, out: Path, name: str, *extra: str) -> tuple[subprocess.Po
     return proc, url
 
 
-def alone(url: str) -> dict[str, float]:
+def alone(url: str, prompt: str = LONG_PROMPT) -> dict[str, float]:
     """One request, nothing else running: prefill and decode rates as the server timed them
     (a twin's random weights often write tokens that print as nothing, so not from a stream)."""
-    body = {"prompt": LONG_PROMPT, "max_tokens": 32, "temperature": 0}
+    body = {"prompt": prompt, "max_tokens": 32, "temperature": 0}
     headers = {"Authorization": f"Bearer {API_KEY}"}
     response = httpx.post(f"{url}/generate-text", json=body, headers=headers, timeout=900)
     response.raise_for_status()
@@ -122,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
             proc, url = start(models[name], args.out, f"{name}-r{round_}")
             try:
                 row: dict[str, Any] = {"model": name, "round": round_, "loaded": memory(url)}
+                # A first request touches every weight page (a mapped file's are faulted in
+                # then): not what "alone" measures.
+                alone(url, "Hello there.")
                 row["alone"] = alone(url)
                 for level in users:
                     folder = args.out / f"{name}-r{round_}-u{level}"
