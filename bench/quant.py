@@ -69,8 +69,10 @@ def alone(url: str, prompt: str = LONG_PROMPT) -> dict[str, float]:
     }
 
 
-def memory(url: str) -> dict[str, int]:
-    sample = MemoryReader(find_server_pids(url, None), pss_every_s=0).read()
+def memory(url: str, root: int | None = None) -> dict[str, int]:
+    """Summed over the server's processes: ``root`` (the process started) and its children
+    (``--workers``: the socket's owner found by port may be one worker only)."""
+    sample = MemoryReader(find_server_pids(url, root), pss_every_s=0).read()
     assert sample is not None
     return {"rss": sample.rss, "anon": sample.anon, "file": sample.file, "pss": sample.pss or 0}
 
@@ -111,13 +113,20 @@ def main(argv: list[str] | None = None) -> int:
         "last a quarter of an hour)",
     )
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--workers-only",
+        action="store_true",
+        help="only the --workers 2 measurement; the rounds from OUT/runs.jsonl",
+    )
     args = parser.parse_args(argv)
     models = {n: Path(p) for n, _, p in (m.partition("=") for m in args.models.split(","))}
     users = [int(u) for u in args.users.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     names = list(models)
     runs: list[dict[str, Any]] = []
-    for round_ in range(args.rounds):
+    if args.workers_only:
+        runs = [json.loads(line) for line in (args.out / "runs.jsonl").read_text().splitlines()]
+    for round_ in range(0 if args.workers_only else args.rounds):
         order = names[round_ % len(names) :] + names[: round_ % len(names)]
         for name in order:
             proc, url = start(models[name], args.out, f"{name}-r{round_}")
@@ -141,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for _ in range(4):  # the kernel spreads connections: each worker serves one
                 alone(url)
-            workers[name] = memory(url)
+            workers[name] = memory(url, proc.pid)
             print(json.dumps({"model": name, "workers2": workers[name]}), flush=True)
         finally:
             stop(proc)
