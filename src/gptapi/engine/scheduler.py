@@ -33,6 +33,7 @@ from gptapi.engine.constrained import Candidates, Constrained
 from gptapi.engine.model import LlamaModel, set_field
 from gptapi.engine.output import OutputText
 from gptapi.engine.prompt_cache import PromptCache
+from gptapi.engine.prompt_order import prompt_order
 from gptapi.engine.sampling import make_sampler
 from gptapi.engine.step_budget import StepBudget
 
@@ -67,10 +68,15 @@ class Sequence:
     n_out: int = 0
     cached: int = 0  # prompt tokens not computed: from the prompt cache or another sequence
     batch_index: int = -1  # where this sequence's logits are in the current batch
+    admitted_at: float = 0.0  # when it got a slot (time.monotonic): prompt order's aging
     sampler: Any = None
     grammar: Constrained | None = None  # structured output: the grammar its tokens must follow
     # Set from the event loop; read by the scheduler thread at the start of each step.
     cancelled: bool = False
+
+    @property
+    def remaining_prompt(self) -> int:
+        return len(self.prompt) - self.fed
 
     def __post_init__(self) -> None:
         self.out = OutputText(
@@ -205,6 +211,7 @@ class Scheduler:
                     self._free_samplers(seq)
                     seq.emit(EngineError(f"structured output: {exc}"))
                     continue
+            seq.admitted_at = time.monotonic()
             self._active.append(seq)
 
     def _gather(self) -> None:
@@ -282,8 +289,9 @@ class Scheduler:
                 seq.generated.append(seq.next_token)
                 seq.next_token = None
                 in_batch.append(seq)
-        # Prompts fill what the decoding tokens leave, in arrival order, up to what keeps the
-        # step near its time target while tokens stream; a long prompt is spread over steps.
+        # Prompts fill what the decoding tokens leave, the one finishing soonest first
+        # (engine.prompt_order), up to what keeps the step near its time target while tokens
+        # stream; a long prompt is spread over steps.
         n_decoding = n
         prompt_room = self.step_budget.prompt_tokens(n_decoding, self.n_batch - n_decoding)
         if self.share_prefixes:
@@ -292,12 +300,12 @@ class Scheduler:
         # Sequences starting in this batch whose batch tokens others may share -> (positions
         # already in memory, which seq_cp copies, then the batch index of each next position).
         fresh: dict[Sequence, tuple[int, list[int]]] = {}
-        for seq in self._active:
+        per_token = self.step_budget.prompt_token_s
+        pending = [s for s in self._active if s.fed < len(s.prompt)]
+        for seq in prompt_order(pending, time.monotonic(), per_token and 1 / per_token):
             budget = prompt_room - (n - n_decoding)
             if budget <= 0:
                 break
-            if seq.fed >= len(seq.prompt):
-                continue
             if seq.fed == 0:
                 self._start(seq, fresh)
             first = n
