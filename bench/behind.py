@@ -55,7 +55,7 @@ async def stream(
 async def one_round(client: httpx.AsyncClient) -> dict[str, Any]:
     chunks: list[list[float]] = [[] for _ in range(4)]
     streams = [
-        asyncio.create_task(stream(client, f"{STORY} ({i})", 4000, chunks[i])) for i in range(4)
+        asyncio.create_task(stream(client, f"{STORY} ({i})", 1000, chunks[i])) for i in range(4)
     ]
     while not all(len(c) >= 3 for c in chunks):  # every stream is decoding
         if any(s.done() for s in streams):
