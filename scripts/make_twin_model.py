@@ -78,10 +78,10 @@ DEFAULTS = {"gemma3": Shapes(), "llama": LLAMA32_3B}
 
 
 def tensors(s: Shapes) -> list[tuple[str, tuple[int, ...], GGMLQuantizationType]]:
-    """(name, GGUF dims ne0..neN, type) in llama.cpp's naming of the architecture."""
-    if s.arch == "llama":
-        return _llama_tensors(s)
+    """(name, GGUF dims ne0..neN, type) in llama.cpp's naming of the architecture: Gemma 3's
+    layers are Llama's plus Q/K norms and post-attention / post-FFN norms."""
     q8, f32 = GGMLQuantizationType.Q8_0, GGMLQuantizationType.F32
+    gemma = s.arch == "gemma3"
     out: list[tuple[str, tuple[int, ...], GGMLQuantizationType]] = [
         ("token_embd.weight", (s.hidden, s.vocab), q8),  # tied: also the output projection
         ("output_norm.weight", (s.hidden,), f32),
@@ -93,38 +93,23 @@ def tensors(s: Shapes) -> list[tuple[str, tuple[int, ...], GGMLQuantizationType]
             (b + "attn_q.weight", (s.hidden, s.heads * s.head_dim), q8),
             (b + "attn_k.weight", (s.hidden, s.kv_heads * s.head_dim), q8),
             (b + "attn_v.weight", (s.hidden, s.kv_heads * s.head_dim), q8),
-            (b + "attn_q_norm.weight", (s.head_dim,), f32),
-            (b + "attn_k_norm.weight", (s.head_dim,), f32),
-            (b + "attn_output.weight", (s.heads * s.head_dim, s.hidden), q8),
-            (b + "post_attention_norm.weight", (s.hidden,), f32),
-            (b + "ffn_norm.weight", (s.hidden,), f32),
-            (b + "ffn_gate.weight", (s.hidden, s.ffn), q8),
-            (b + "ffn_up.weight", (s.hidden, s.ffn), q8),
-            (b + "ffn_down.weight", (s.ffn, s.hidden), q8),
-            (b + "post_ffw_norm.weight", (s.hidden,), f32),
         ]
-    return out
-
-
-def _llama_tensors(s: Shapes) -> list[tuple[str, tuple[int, ...], GGMLQuantizationType]]:
-    q8, f32 = GGMLQuantizationType.Q8_0, GGMLQuantizationType.F32
-    out: list[tuple[str, tuple[int, ...], GGMLQuantizationType]] = [
-        ("token_embd.weight", (s.hidden, s.vocab), q8),  # tied: also the output projection
-        ("output_norm.weight", (s.hidden,), f32),
-    ]
-    for i in range(s.layers):
-        b = f"blk.{i}."
+        if gemma:
+            out += [
+                (b + "attn_q_norm.weight", (s.head_dim,), f32),
+                (b + "attn_k_norm.weight", (s.head_dim,), f32),
+            ]
+        out.append((b + "attn_output.weight", (s.heads * s.head_dim, s.hidden), q8))
+        if gemma:
+            out.append((b + "post_attention_norm.weight", (s.hidden,), f32))
         out += [
-            (b + "attn_norm.weight", (s.hidden,), f32),
-            (b + "attn_q.weight", (s.hidden, s.heads * s.head_dim), q8),
-            (b + "attn_k.weight", (s.hidden, s.kv_heads * s.head_dim), q8),
-            (b + "attn_v.weight", (s.hidden, s.kv_heads * s.head_dim), q8),
-            (b + "attn_output.weight", (s.heads * s.head_dim, s.hidden), q8),
             (b + "ffn_norm.weight", (s.hidden,), f32),
             (b + "ffn_gate.weight", (s.hidden, s.ffn), q8),
             (b + "ffn_up.weight", (s.hidden, s.ffn), q8),
             (b + "ffn_down.weight", (s.ffn, s.hidden), q8),
         ]
+        if gemma:
+            out.append((b + "post_ffw_norm.weight", (s.hidden,), f32))
     return out
 
 

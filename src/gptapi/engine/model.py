@@ -30,6 +30,7 @@ log = logging.getLogger("gptapi.llama")
 # ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5.
 _LEVELS = {3: logging.WARNING, 4: logging.ERROR}
 _backend_lock = threading.Lock()
+_MARKUP_CACHE = 64  # distinct markup strings kept split
 _ASCII_SPACE = " \t\n\v\f\r"  # what llama.cpp's lstrip/rstrip attributes remove (isspace)
 _backend_ready = False
 
@@ -103,7 +104,8 @@ class LlamaModel:
             text = self.token_text(token) if attr & control else ""
             if text:
                 self._controls.setdefault(text, (token, attr))
-        self._split_markup = lru_cache(maxsize=256)(self._split_markup_uncached)
+        # Template markup repeats request after request; bounded (docs/sizing.md).
+        self._split_markup = lru_cache(maxsize=_MARKUP_CACHE)(self._split_markup_uncached)
 
     @property
     def path(self) -> Path:

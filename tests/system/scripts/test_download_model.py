@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, script
 
 SCRIPT = REPO / "scripts" / "download_model.py"
 REPO = "standin/gemma-3-270m-GGUF"
@@ -174,13 +174,7 @@ def test_presets_are_listed_and_well_formed() -> None:
         [sys.executable, str(SCRIPT), "--list"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("download_model", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    module = script("download_model")
     assert module.PRESETS["gemma-3-4b"].file == module.DEFAULT_FILE
     for name, preset in module.PRESETS.items():
         assert name in result.stdout
