@@ -1,10 +1,14 @@
 """Admission: who gets a slot next, and who is refused at once.
 
 ``slots`` requests decode at once; up to ``max_queue`` more wait. The queue is fair between API
-keys: keys are served in turn (round-robin), each key's own requests in arrival order, so a key
-that sends 60 requests delays another key's request by at most one request per busy key, not
-by 60. A key may hold at most ``max_per_key`` requests decoding or queued; beyond that it gets
-429, and a full or draining server 503, both before any work (tokenizing included) is done.
+keys: keys are served in turn (round-robin), so a key that sends 60 requests delays another
+key's request by at most one request per busy key, not by 60. Within a key, the shortest prompt
+goes first: a request whose prompt is a document makes every step it is computed in slower,
+so short requests admitted behind it would all wait for it (measured on mixed-long, issue 27);
+a request is overtaken at most ``slots`` times (about one slot-full of shorter requests), so a
+long one is never starved. A key may hold at most ``max_per_key`` requests decoding or queued;
+beyond that it gets 429, and a full or draining server 503, both before any work (tokenizing
+included) is done.
 
 ``Retry-After`` comes from the measured service rate: completions per second over the last
 ``_RATE_WINDOW`` completions, so it follows the model and load actually being served.
@@ -35,6 +39,8 @@ class Ticket:
     enqueued: float = field(default_factory=time.perf_counter)
     acquired: float | None = None
     left: bool = False
+    prompt_tokens: int = 0  # known once tokenized (a moment after entering); 0 until then
+    overtaken: int = 0  # shorter requests of its key admitted before it
 
     @property
     def holds_slot(self) -> bool:
@@ -55,6 +61,7 @@ class Admission:
         self._per_key: Counter[str] = Counter()  # decoding + queued, per key
         self._completions: deque[float] = deque(maxlen=_RATE_WINDOW)
         self._hold_s = 1.0  # moving average of slot hold time: the rate before any is measured
+        self.max_overtaken = slots  # how often a long request may be passed by shorter ones
 
     @property
     def queued(self) -> int:
@@ -126,11 +133,13 @@ class Admission:
 
     def position(self, ticket: Ticket) -> int:
         """1 = served next. Keys take turns from the first waiting key on, so a ticket is
-        served after the tickets of its round and of earlier rounds."""
+        served after the tickets of its round and of earlier rounds; within its key, after the
+        shorter prompts (an estimate: requests arriving later may still overtake it)."""
         own = self._queues.get(ticket.key)
         if own is None or ticket not in own:
             return 0
-        index = own.index(ticket)  # this ticket is served in round `index`
+        # This ticket is served in round `index` (sorted() keeps arrival order between equals).
+        index = sorted(own, key=lambda t: t.prompt_tokens).index(ticket)
         keys = list(self._queues)
         mine = keys.index(ticket.key)
         before = index
@@ -184,7 +193,7 @@ class Admission:
         """Give the freed slot to the next key in turn; False if nobody is waiting."""
         while self._queues:
             key, tickets = next(iter(self._queues.items()))
-            ticket = tickets.popleft()
+            ticket = self._next_of_key(tickets)
             self._queued -= 1
             if tickets:
                 self._queues.move_to_end(key)
@@ -193,6 +202,18 @@ class Admission:
             self._grant(ticket)
             return True
         return False
+
+    def _next_of_key(self, tickets: deque[Ticket]) -> Ticket:
+        """Remove and return the key's next ticket: the first one already overtaken
+        ``max_overtaken`` times, else the shortest prompt (ties: arrival order)."""
+        due = next((t for t in tickets if t.overtaken >= self.max_overtaken), None)
+        chosen = due or min(tickets, key=lambda t: t.prompt_tokens)
+        for ticket in tickets:
+            if ticket is chosen:
+                break
+            ticket.overtaken += 1
+        tickets.remove(chosen)
+        return chosen
 
     def _dequeue(self, ticket: Ticket) -> None:
         tickets = self._queues.get(ticket.key)

@@ -85,6 +85,14 @@ class Settings(BaseSettings):
         description="Longest decode step while requests are streaming tokens: prompt chunks "
         "are sized from the measured speeds so a step stays near this (0 = always n_batch).",
     )
+    unstreamed_step_target_ms: int = Field(
+        0,
+        ge=0,
+        le=600_000,
+        description="Longest decode step while only requests that do not stream are decoding "
+        "(their clients wait for the whole answer): 0 = whole n_batch prompt chunks, the most "
+        "prompt tokens per second.",
+    )
     stream_keepalive_s: float = Field(
         10.0,
         gt=0,

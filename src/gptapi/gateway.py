@@ -194,6 +194,7 @@ class Gateway:
         finished = False
         try:
             tokens = await self.tokens_for(prompt, params)
+            ticket.prompt_tokens = len(tokens)  # queued: shorter prompts of its key go first
             record.tokenized(len(tokens))
             if self.token_limits is not None:
                 try:

@@ -186,3 +186,32 @@ def test_retry_after_follows_the_measured_service_rate(monkeypatch: pytest.Monke
     assert admission.retry_after_s(ahead=10) == 22
     now[0] = 26.0  # nothing completed for 20 s since: the rate is at most 1 per 20 s
     assert admission.retry_after_s(ahead=0) == 20
+
+
+def test_within_a_key_the_shortest_prompt_goes_first_but_a_long_one_is_not_starved() -> None:
+    async def scenario() -> None:
+        admission = Admission(slots=1, max_queue=100)
+        admission.max_overtaken = 3
+        running = admission.enter("k")
+        assert running.holds_slot
+        document = admission.enter("k")
+        document.prompt_tokens = 2500
+        shorts = [admission.enter("k") for _ in range(5)]
+        for ticket in shorts:
+            ticket.prompt_tokens = 20
+        other_key = admission.enter("other")  # key turns come first: not passed by "k"'s
+        other_key.prompt_tokens = 4000
+        assert admission.position(shorts[0]) == 1
+        assert admission.position(document) == 7  # after its key's 5 shorter ones and "other"
+        served = []
+        current = running
+        for _ in range(7):
+            admission.leave(current)
+            waiting = [document, *shorts, other_key]
+            current = next(t for t in waiting if t.holds_slot and not t.left)
+            served.append({document: "doc", other_key: "other"}.get(current, "s"))
+        # k, other, k, ...: the document is passed by 3 shorter ones, then goes.
+        assert served == ["s", "other", "s", "s", "doc", "s", "s"]
+        admission.leave(current)
+
+    asyncio.run(scenario())

@@ -97,6 +97,7 @@ def make_job(
             if sampling.grammar is None or sampling.grammar_trigger is not None
             else (),
             "skip_leading_whitespace": built.skip_leading_whitespace,
+            "streamed": stream,
         }
     )
     return GenerationJob(task, built, params, stream, include_usage, n)

@@ -53,6 +53,9 @@ class SamplingParams:
     # writes this text, and the grammar applies to what follows it.
     grammar_trigger: str | None = None
     logprobs: int | None = None  # None: off; k: each token's logprob and its k top alternatives
+    # The client reads tokens as they come (a stream): its steps keep the step-time target.
+    # Not streamed, only the total time counts (engine/step_budget.py).
+    streamed: bool = True
 
     @property
     def shapes_logits(self) -> bool:

@@ -179,6 +179,7 @@ def _build_schedulers(model: LlamaModel, settings: Settings) -> list[Scheduler]:
                 share_prefixes=settings.share_prefixes,
                 prompt_cache_bytes=settings.prompt_cache_mb * 2**20,
                 step_target_s=settings.step_target_ms / 1000,
+                unstreamed_step_target_s=settings.unstreamed_step_target_ms / 1000,
             )
         ]
     workers = min(settings.slots, settings.n_threads)
@@ -203,6 +204,7 @@ def _build_schedulers(model: LlamaModel, settings: Settings) -> list[Scheduler]:
                     # One budget for the process, split between the contexts.
                     prompt_cache_bytes=settings.prompt_cache_mb * 2**20 // workers,
                     step_target_s=settings.step_target_ms / 1000,
+                    unstreamed_step_target_s=settings.unstreamed_step_target_ms / 1000,
                     name=f"pool-{i}",
                 )
             )

@@ -105,12 +105,13 @@ class Scheduler:
         share_prefixes: bool = True,
         prompt_cache_bytes: int = 0,
         step_target_s: float = 0.0,
+        unstreamed_step_target_s: float = 0.0,
         name: str = "scheduler",
     ) -> None:
         self.model = model
         self.slots = slots
         self.n_batch = n_batch
-        self.step_budget = StepBudget(step_target_s)
+        self.step_budget = StepBudget(step_target_s, unstreamed_step_target_s)
         self._step_tokens = (0, 0)  # (decoding, prompt) tokens in the batch being decoded
         # Sharing KV cells between sequences needs them in one stream (the unified cache).
         self.share_prefixes = share_prefixes and kv_unified and slots > 1
@@ -282,6 +283,7 @@ class Scheduler:
             seq.pos += 1
             n += 1
 
+        streaming = False
         for seq in self._active:
             if seq.next_token is not None:
                 seq.batch_index = n
@@ -289,11 +291,14 @@ class Scheduler:
                 seq.generated.append(seq.next_token)
                 seq.next_token = None
                 in_batch.append(seq)
+                streaming = streaming or seq.params.streamed
         # Prompts fill what the decoding tokens leave, the one finishing soonest first
-        # (engine.prompt_order), up to what keeps the step near its time target while tokens
-        # stream; a long prompt is spread over steps.
+        # (engine.prompt_order), up to what keeps the step near its time target (the streams'
+        # or, if none decodes, the unstreamed requests'); a long prompt is spread over steps.
         n_decoding = n
-        prompt_room = self.step_budget.prompt_tokens(n_decoding, self.n_batch - n_decoding)
+        prompt_room = self.step_budget.prompt_tokens(
+            n_decoding, self.n_batch - n_decoding, streaming=streaming
+        )
         if self.share_prefixes:
             for seq in self._active:
                 seq.fed_before_step = seq.fed

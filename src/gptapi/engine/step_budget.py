@@ -4,7 +4,12 @@ A step decodes one token for every streaming sequence plus prompt chunks, and no
 user gets a token until the step ends. On a 2-core CPU a full 512-token prompt chunk of a 4B
 model is ~30 s, so chunks are sized from running estimates of this machine's speeds: the time
 of a step of ``n`` decoding tokens alone, and the time per prompt token, so that the step stays
-near the target. With nobody streaming, prompts take the whole batch: nobody waits on them.
+near the target. With nobody decoding, prompts take the whole batch: nobody waits on them.
+
+A client that did not ask to stream reads nothing until its whole answer is done, so what it
+feels is its total time, not the gap between two tokens: while only such requests decode, steps
+follow a second target (by default none: whole prompt chunks, the most prompt tokens per second
+this CPU computes; measured in docs/performance.md, issue 27).
 """
 
 from __future__ import annotations
@@ -18,19 +23,21 @@ _PROBE_TOKENS = 32
 
 
 class StepBudget:
-    def __init__(self, target_s: float) -> None:
-        self.target_s = target_s
+    def __init__(self, target_s: float, unstreamed_target_s: float = 0.0) -> None:
+        self.target_s = target_s  # while a streamed request decodes
+        self.unstreamed_target_s = unstreamed_target_s  # while only unstreamed ones decode
         self._decode_s: dict[int, float] = {}  # decoding tokens -> step time with no prompt
         self.prompt_token_s: float | None = None
 
-    def prompt_tokens(self, n_decoding: int, room: int) -> int:
+    def prompt_tokens(self, n_decoding: int, room: int, *, streaming: bool = True) -> int:
         """Prompt tokens for a step that decodes ``n_decoding`` tokens; ``room`` is what the
-        batch has left."""
-        if n_decoding == 0 or self.target_s <= 0:
+        batch has left; ``streaming``: one of the decoding requests is streamed."""
+        target_s = self.target_s if streaming else self.unstreamed_target_s
+        if n_decoding == 0 or target_s <= 0:
             return room
         if self.prompt_token_s is None:
             return min(room, _PROBE_TOKENS)
-        left = self.target_s - self.decode_s(n_decoding)
+        left = target_s - self.decode_s(n_decoding)
         fits = int(left / self.prompt_token_s) if left > 0 else 0
         return min(room, max(MIN_PROMPT_TOKENS, fits))
 
