@@ -4,7 +4,8 @@ any OpenAI-compatible server (gptapi or llama-server):
     python -m bench.behind --base-url http://127.0.0.1:8000 --api-key KEY --rounds 3 --out DIR
 
 Per round: 4 streams decode long stories (``/v1/completions``, streamed); once all 4 stream,
-3 distinct ~1,500-token documents arrive together (``max_tokens`` 1); 0.5 s later one short
+3 distinct documents arrive together (``max_tokens`` 1; ``--doc-entries`` 110 = ~2,600 tokens
+of Gemma's vocabulary, 11 = ~270 for the heavy model); 0.5 s later one short
 request (a ~20-token prompt, streamed). Reported: the streams' **longest gap** between two
 tokens while the documents are computed (what a streaming user feels; a p95 over all gaps hides
 it), the **TTFT of the short request** that arrived behind them, and the documents' latency.
@@ -30,10 +31,10 @@ SHORT = "Q: What colour is the sky on a clear day?\nA:"
 CARGO = ("tea", "salt", "iron")
 
 
-def document(tag: str) -> str:
+def document(tag: str, entries: int) -> str:
     lines = (
         f"Entry {i}: ship {tag}-{i} unloaded {i * 7 % 53} crates of {CARGO[i % 3]}."
-        for i in range(110)
+        for i in range(entries)
     )
     return f"[{tag}] " + " ".join(lines) + "\nSummary:"
 
@@ -52,7 +53,7 @@ async def stream(
                 times.append(time.perf_counter())
 
 
-async def one_round(client: httpx.AsyncClient) -> dict[str, Any]:
+async def one_round(client: httpx.AsyncClient, doc_entries: int) -> dict[str, Any]:
     chunks: list[list[float]] = [[] for _ in range(4)]
     streams = [
         asyncio.create_task(stream(client, f"{STORY} ({i})", 1000, chunks[i])) for i in range(4)
@@ -64,7 +65,8 @@ async def one_round(client: httpx.AsyncClient) -> dict[str, Any]:
     sent = time.perf_counter()
 
     async def document_done() -> float:
-        body = {"prompt": document(uuid.uuid4().hex[:8]), "max_tokens": 1, "temperature": 0}
+        prompt = document(uuid.uuid4().hex[:8], doc_entries)
+        body = {"prompt": prompt, "max_tokens": 1, "temperature": 0}
         (await client.post("/v1/completions", json=body)).raise_for_status()
         return time.perf_counter()
 
@@ -88,12 +90,12 @@ async def one_round(client: httpx.AsyncClient) -> dict[str, Any]:
     }
 
 
-async def run(base_url: str, api_key: str, rounds: int) -> list[dict[str, Any]]:
+async def run(base_url: str, api_key: str, rounds: int, doc_entries: int) -> list[dict[str, Any]]:
     headers = {"Authorization": f"Bearer {api_key}"}
     results = []
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=3600) as client:
         for i in range(rounds):
-            result = await one_round(client)
+            result = await one_round(client, doc_entries)
             print(json.dumps({"round": i, **result}), flush=True)
             results.append(result)
             await asyncio.sleep(2)
@@ -110,10 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default="")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--doc-entries", type=int, default=110, help="length of each document")
     args = parser.parse_args(argv)
-    results = asyncio.run(run(args.base_url, args.api_key, args.rounds))
+    results = asyncio.run(run(args.base_url, args.api_key, args.rounds, args.doc_entries))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "behind.json").write_text(json.dumps({"base_url": args.base_url,
+                                                      "doc_entries": args.doc_entries,
                                                       "rounds": results}, indent=1))  # fmt: skip
     return 0
 
