@@ -38,7 +38,12 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
         default="generate=1,summarize=1,answer=1",
         help="task weights, e.g. generate=2,answer=1",
     )
-    p.add_argument("--max-tokens", type=int, default=32, help="max_tokens of every request")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=128,
+        help="max_tokens of every request (default 128: the API's own default)",
+    )
     p.add_argument(
         "--rate",
         type=float,
@@ -114,6 +119,21 @@ def parser() -> argparse.ArgumentParser:
     matrix.add_argument("--threads", type=int, default=2)
     matrix.add_argument("--note", default=None, help="a line for every header (e.g. twin model)")
     _add_load_options(matrix)
+    capacity = sub.add_parser(
+        "capacity",
+        help="find the most users (closed loop) and the highest arrival rate (open loop, with "
+        "--duration) one running server serves within p95 TTFT and latency targets",
+    )
+    capacity.add_argument("--base-url", default="http://127.0.0.1:8000")
+    capacity.add_argument("--server-pid", type=int, default=None)
+    capacity.add_argument("--server-log", type=Path, default=None)
+    capacity.add_argument("--p95-ttft", type=float, default=10.0, help="target (s), default 10")
+    capacity.add_argument("--p95-latency", type=float, default=60.0, help="target (s), default 60")
+    capacity.add_argument("--max-users", type=int, default=64, help="largest level probed")
+    capacity.add_argument("--min-rate", type=float, default=0.01, help="first open-loop rate")
+    capacity.add_argument("--max-rate", type=float, default=10.0, help="largest rate probed")
+    capacity.add_argument("--rate-steps", type=int, default=3, help="open-loop bisections")
+    _add_load_options(capacity)
     report = sub.add_parser(
         "report", help="rewrite output.txt, plots and tables of run or matrix folders"
     )
@@ -161,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "report":
         return rerender(args.folders)
-    if args.command == "run" and not args.api_key:
+    if args.command in ("run", "capacity") and not args.api_key:
         print("gptapi-bench: error: --api-key or GPTAPI_API_KEY is required", file=sys.stderr)
         return 2
     try:
@@ -174,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.matrix import run_matrix
 
         return run_matrix(args, out)
+    if args.command == "capacity":
+        from bench.capacity import run_capacity
+
+        return run_capacity(args, out)
     pids = find_server_pids(args.base_url, args.server_pid)
     config = load_config(args, args.base_url, args.api_key, args.users)
     result = execute(config, out, pids=pids, server_log=args.server_log)

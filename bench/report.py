@@ -65,6 +65,9 @@ def _stats(values: list[float]) -> dict[str, float | None]:
     }
 
 
+_REFUSALS = ("rate_limited", "server_busy")
+
+
 def summarize(
     results: list[RequestResult], samples: list[MemorySample], wall_s: float
 ) -> dict[str, Any]:
@@ -72,10 +75,23 @@ def summarize(
     gaps = [g for r in ok for g in r.inter_token_s]
     out_tokens = sum(r.completion_tokens or 0 for r in ok)
     queues = [s["queue_ms"] / 1000 for r in ok if (s := r.server) and s.get("queue_ms") is not None]
+    # Refused at once (a limit, a full queue, the deadline forecast): no work was spent on
+    # them. Goodput: of the requests the server took on, the share that finished in time.
+    refused = [r for r in results if (r.error_kind or "").startswith(_REFUSALS)]
+    accepted = len(results) - len(refused)
+    forecast = [
+        r.latency_s * 1000 / s["forecast_ms"]
+        for r in ok
+        if (s := r.server) and s.get("forecast_ms")
+    ]
     summary: dict[str, Any] = {
         "requests": len(results),
         "ok": len(ok),
         "errors": dict(Counter(r.error_kind for r in results if r.error_kind)),
+        "refused": len(refused),
+        "refusal_latency_s": _stats([r.latency_s for r in refused]) if refused else None,
+        "goodput": len(ok) / accepted if accepted else None,
+        "forecast_ratio": _stats(forecast) if forecast else None,
         "wall_s": wall_s,
         "requests_per_s": len(ok) / wall_s if wall_s else None,
         "output_tokens": out_tokens,
@@ -127,11 +143,28 @@ def request_line(r: RequestResult, kv: KvShape | None) -> str:
     )
 
 
+def _accounting(summary: dict[str, Any]) -> str:
+    """Refused at once vs taken on, and what the taken-on requests came to."""
+    goodput = summary.get("goodput")
+    line = f"refused at once: {summary.get('refused', 0)}"
+    if summary.get("refusal_latency_s"):
+        line += f" (slowest refusal {_ms(summary['refusal_latency_s']['max'])})"
+    line += f"; goodput {'-' if goodput is None else f'{goodput:.2f}'} (ok / accepted)"
+    ratio = summary.get("forecast_ratio")
+    if ratio:
+        line += (
+            f"; latency / forecast p50={ratio['p50']:.2f} p95={ratio['p95']:.2f} "
+            f"max={ratio['max']:.2f}"
+        )
+    return line
+
+
 def summary_lines(summary: dict[str, Any]) -> list[str]:
     lat, ttft = summary["latency_s"], summary["ttft_s"]
     lines = [
         f"requests: {summary['requests']} (ok {summary['ok']})",
         f"errors by kind: {summary['errors'] or 'none'}",
+        _accounting(summary),
         "latency: " + " ".join(f"{k}={_ms(v)}" for k, v in lat.items()),
         "ttft: " + " ".join(f"{k}={_ms(v)}" for k, v in ttft.items()),
     ]

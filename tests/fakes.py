@@ -17,6 +17,7 @@ from gptapi.engine import (
     PromptPart,
     PromptStats,
     SamplingParams,
+    Speeds,
     TokenLogprob,
     prompt_parts,
 )
@@ -51,6 +52,7 @@ class FakeEngine:
     scopes: list[str] = field(default_factory=list)
     running: int = 0
     alive: bool = True
+    measured: Speeds | None = None  # what speeds() reports (a real engine measures at start)
 
     @classmethod
     def instruct(cls, template: str = GEMMA_TEMPLATE, **kwargs: object) -> FakeEngine:
@@ -102,6 +104,9 @@ class FakeEngine:
                 yield Delta(text, i, finish, logprobs=logprobs)
         finally:
             self.running -= 1
+
+    def speeds(self) -> Speeds | None:
+        return self.measured
 
     def healthy(self) -> bool:
         return self.alive

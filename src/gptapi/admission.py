@@ -12,6 +12,9 @@ included) is done.
 
 ``Retry-After`` comes from the measured service rate: completions per second over the last
 ``_RATE_WINDOW`` completions, so it follows the model and load actually being served.
+
+``start_s`` forecasts when a queued ticket would get its slot (``forecast.py``): the gateway
+refuses at once a request that would finish past its deadline.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
 from gptapi.errors import KeyBusy, ServerBusy
+from gptapi.forecast import Forecast
 
 _RATE_WINDOW = 32  # completions the service rate is measured over
 _MAX_RETRY_AFTER_S = 3600
@@ -41,6 +45,7 @@ class Ticket:
     left: bool = False
     prompt_tokens: int = 0  # known once tokenized (a moment after entering); 0 until then
     overtaken: int = 0  # shorter requests of its key admitted before it
+    max_tokens: int = 0  # known with prompt_tokens; 0 until then
 
     @property
     def holds_slot(self) -> bool:
@@ -62,6 +67,8 @@ class Admission:
         self._completions: deque[float] = deque(maxlen=_RATE_WINDOW)
         self._hold_s = 1.0  # moving average of slot hold time: the rate before any is measured
         self.max_overtaken = slots  # how often a long request may be passed by shorter ones
+        self.forecast = Forecast()
+        self._holding: set[Ticket] = set()
 
     @property
     def queued(self) -> int:
@@ -88,6 +95,32 @@ class Admission:
         waiting = self._queued if ahead is None else ahead
         seconds = (waiting + 1) / self.service_rate()
         return min(_MAX_RETRY_AFTER_S, max(1, math.ceil(seconds)))
+
+    def start_s(self, ticket: Ticket, batch: int) -> float:
+        """Forecast seconds until the ticket holds a slot (0 if it does): the busy slots free
+        as their requests' services elapse, and the requests served before it (``position``)
+        each take the earliest free slot. Services are forecast now, for ``batch`` requests
+        decoding together, so the first requests of a burst (checked when they were alone)
+        are seen as the full batch will make them."""
+        if ticket.holds_slot:
+            return 0.0
+
+        def service(t: Ticket) -> float:
+            # Not tokenized yet (a moment after entering): like this request.
+            prompt, max_tokens = (t.prompt_tokens, t.max_tokens) if t.max_tokens else own
+            return self.forecast.service_s(prompt, max_tokens, batch=batch)
+
+        own = (ticket.prompt_tokens, ticket.max_tokens)
+        now = time.perf_counter()
+        busy = [service(t) - (now - t.acquired) for t in self._holding if t.acquired is not None]
+        queued = [service(t) for q in self._queues.values() for t in q if t is not ticket]
+        ahead = self.position(ticket) - 1
+        mean_queued = sum(queued) / len(queued) if queued else service(ticket)
+        # Busy slots whose request ran past its forecast still need at least one more step.
+        floor = self.forecast.interval_s
+        return self.forecast.start_s(
+            [max(floor, r) for r in busy], self.slots - len(busy), [mean_queued] * ahead
+        )
 
     # --- entering and leaving -------------------------------------------------------------
 
@@ -166,6 +199,7 @@ class Admission:
             return 0.0
         now = time.perf_counter()
         assert ticket.acquired is not None
+        self._holding.discard(ticket)
         held = now - ticket.acquired
         self._hold_s = 0.8 * self._hold_s + 0.2 * held
         self._completions.append(now)
@@ -187,6 +221,7 @@ class Admission:
 
     def _grant(self, ticket: Ticket) -> None:
         ticket.acquired = time.perf_counter()
+        self._holding.add(ticket)
         ticket.granted.set_result(None)
 
     def _hand_over(self) -> bool:

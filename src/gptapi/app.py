@@ -80,6 +80,7 @@ async def _load_engine(
         engine,
         max_queue=settings.max_queue,
         request_timeout_s=settings.request_timeout_s,
+        refuse_late=settings.deadline_forecast,
         max_per_key=settings.max_inflight_per_key,
         min_free_bytes=settings.min_free_mb * 2**20,
         memory_limit=app.state.memory_limit,

@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(
         300.0, gt=0, le=86_400, description="Wall-clock limit per request, queue time included."
     )
+    deadline_forecast: bool = Field(
+        True,
+        description="Forecast when each request would finish (measured speeds, the work ahead "
+        "of it) and refuse at once (503 deadline_unmeetable) one that would end past its time "
+        "limit, instead of a 504 after the wait.",
+    )
     shutdown_grace_s: float = Field(
         30.0, ge=0, le=3600, description="On SIGTERM, how long running requests may finish."
     )

@@ -14,7 +14,7 @@ from typing import Any, Literal
 # Why a request was refused before generating (gptapi_refusals_total{reason}).
 RefusalReason = Literal[
     "queue_full", "draining", "key_in_flight", "low_memory", "context_length", "token_rate",
-    "kv_full", "engine_unavailable",
+    "kv_full", "engine_unavailable", "deadline",
 ]  # fmt: skip
 
 
@@ -121,6 +121,16 @@ class ServerBusy(GptapiError):
     ) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
         self.reason = reason
+
+
+class DeadlineUnmeetable(ServerBusy):
+    """The deadline forecast says this request would finish past its time limit: refused
+    before it waits or computes anything (``forecast.py``)."""
+
+    code = "deadline_unmeetable"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, retry_after_s, reason="deadline")
 
 
 class RateLimited(GptapiError):

@@ -2,8 +2,10 @@
 
 In order, each step cheaper than the next: the memory guard, admission (a slot or a place in
 the fair queue, else 503/429 at once — before tokenizing), tokenizing and the context check,
-the key's token budget, then waiting for the slot and generating. Every request has a
-wall-clock limit, queue time included. While a request has no token yet, ``Waiting`` events
+the key's token budget, the deadline forecast (503 at once for a request that would finish
+past its deadline: ``forecast.py``), then waiting for the slot and generating. Every request
+has a wall-clock limit, queue time included: the server's, or a shorter one the client asks
+for. While a request has no token yet, ``Waiting`` events
 (queue position, then prompt progress) come every ``keepalive_s`` so streams can show life.
 """
 
@@ -11,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
-from gptapi.admission import Admission
+from gptapi.admission import Admission, Ticket
 from gptapi.engine import (
     Delta,
     Engine,
@@ -30,6 +33,7 @@ from gptapi.engine import (
 )
 from gptapi.errors import (
     ContextLengthExceeded,
+    DeadlineUnmeetable,
     EngineUnavailable,
     GenerationFailed,
     GptapiError,
@@ -104,6 +108,7 @@ class Gateway:
         *,
         max_queue: int,
         request_timeout_s: float,
+        refuse_late: bool = True,
         max_per_key: int | None = None,
         min_free_bytes: int = 0,
         memory_limit: MemoryLimit | None = None,
@@ -116,6 +121,7 @@ class Gateway:
         self.cache_scope = cache_scope
         self.admission = Admission(engine.slots, max_queue, max_per_key)
         self.request_timeout_s = request_timeout_s
+        self.refuse_late = refuse_late
         self.min_free_bytes = min_free_bytes
         self.memory_limit = memory_limit or MemoryLimit.detect()
         self.keepalive_s = keepalive_s
@@ -162,18 +168,58 @@ class Gateway:
             )
         return tokens
 
+    def _check_deadline(
+        self, ticket: Ticket, tokens: int, params: SamplingParams, left_s: float
+    ) -> float | None:
+        """Refuse now what the forecast says would finish more than ``left_s`` from now.
+        Returns the forecast seconds to finish (None: no evidence yet)."""
+        forecast = self.admission.forecast
+        if forecast.speeds is None:
+            forecast.speeds = self.engine.speeds()
+        ticket.prompt_tokens, ticket.max_tokens = tokens, params.max_tokens
+        if not (self.refuse_late and forecast.ready):
+            return None
+        # Requests that will decode beside it: every one admitted or queued, up to the slots.
+        batch = min(self.engine.slots, self.admission.busy + self.admission.queued)
+        # Holding a slot already: only its own work, at the fastest pace seen (a refusal
+        # needs evidence that even the best case is late).
+        own_s = forecast.service_s(
+            tokens, params.max_tokens, batch=batch, fastest=ticket.holds_slot
+        )
+        finish_s = self.admission.start_s(ticket, batch) + own_s
+        if finish_s > left_s:
+            late_s = finish_s - left_s
+            self._refuse(
+                DeadlineUnmeetable(
+                    f"this request would finish in about {finish_s:.0f} s (prompt {tokens} "
+                    f"tokens, max_tokens {params.max_tokens}, {own_s:.0f} s of its own work at "
+                    f"the current load), past its {left_s:.0f} s limit; retry "
+                    "later, or ask for fewer tokens",
+                    min(3600, max(1, math.ceil(late_s))),
+                ),
+                "deadline",
+            )
+        return finish_s
+
     async def stream(
-        self, prompt: Prompt, params: SamplingParams, *, record: RequestRecord
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        *,
+        record: RequestRecord,
+        timeout_s: float | None = None,
     ) -> AsyncGenerator[Delta | Waiting | Completion, None]:
         """The one path into the engine: yields a first ``Waiting`` once the request is
         admitted, more while it has no token, each delta as the engine produces it, then the
-        Completion. Refusals (busy, key cap, low memory, too long, token budget) raise before
-        the first event."""
+        Completion. Refusals (busy, key cap, low memory, too long, token budget, deadline)
+        raise before the first event. ``timeout_s``: the client's own limit, if shorter than
+        the server's."""
         arrived = time.perf_counter()
         loop = asyncio.get_running_loop()
+        limit_s = min(self.request_timeout_s, timeout_s or self.request_timeout_s)
         # A deadline, not asyncio.timeout around the body: the body yields to the consumer,
         # and only our own waits may be cut short.
-        deadline = loop.time() + self.request_timeout_s
+        deadline = loop.time() + limit_s
         key = record.key_id or "-"
         if not self.engine.healthy():
             self._refuse(EngineUnavailable(), "engine_unavailable")
@@ -192,6 +238,8 @@ class Gateway:
         ttft_s: float | None = None
         queue_s = 0.0
         finished = False
+        forecast = self.admission.forecast
+        last_token = 0.0
         try:
             tokens = await self.tokens_for(prompt, params)
             ticket.prompt_tokens = len(tokens)  # queued: shorter prompts of its key go first
@@ -201,12 +249,19 @@ class Gateway:
                     await asyncio.to_thread(self.token_limits.take_tokens, key, len(tokens))
                 except TokenBudgetExhausted as exc:
                     self._refuse(exc, "token_rate")
+            forecast_s = self._check_deadline(ticket, len(tokens), params, deadline - loop.time())
+            if forecast_s is not None:
+                record.forecast(time.perf_counter() - arrived + forecast_s)
+            if self.metrics is not None:
+                self.metrics.accepted.inc()
             yield Waiting(self.admission.position(ticket), 0, len(tokens))
             while not await self.admission.wait(
                 ticket, min(self.keepalive_s, max(0.0, deadline - loop.time()))
             ):
                 if loop.time() >= deadline:
                     raise TimeoutError
+                # What is measured meanwhile (a burst on a fresh server) may show it is late.
+                self._check_deadline(ticket, len(tokens), params, deadline - loop.time())
                 yield Waiting(self.admission.position(ticket), 0, len(tokens))
             queue_s = time.perf_counter() - arrived
             record.started(queue_s)
@@ -216,9 +271,14 @@ class Gateway:
                     if isinstance(delta, Waiting):
                         yield delta
                         continue
+                    now = time.perf_counter()
                     if ttft_s is None:
-                        ttft_s = time.perf_counter() - arrived
+                        ttft_s = now - arrived
                         record.first_token(ttft_s)
+                        forecast.first_token(len(tokens), delta.cached_tokens, ttft_s - queue_s)
+                    else:
+                        forecast.gap(now - last_token, delta.completion_tokens - n_out)
+                    last_token = now
                     parts.append(delta.text)
                     logprobs.extend(delta.logprobs)
                     n_out, cached = delta.completion_tokens, delta.cached_tokens
@@ -230,18 +290,18 @@ class Gateway:
                             # already sees these tokens spent.
                             await asyncio.to_thread(self.token_limits.count_tokens, key, n_out)
                     yield delta
+        except DeadlineUnmeetable:
+            raise  # counted where it was raised
         except ServerBusy as exc:  # drained while queued
             self._refuse(exc, exc.reason)
         except TimeoutError:
             log.warning(
                 "request %s ended: timeout after %.1f s (%d tokens generated)",
                 record.request_id,
-                self.request_timeout_s,
+                limit_s,
                 n_out,
             )
-            raise RequestTimeout(
-                f"request exceeded the {self.request_timeout_s:g} s time limit"
-            ) from None
+            raise RequestTimeout(f"request exceeded the {limit_s:g} s time limit") from None
         except EngineOverloaded as exc:
             log.warning("request %s ended: %s", record.request_id, exc)
             busy = ServerBusy(
@@ -261,6 +321,12 @@ class Gateway:
                 # Ended early (cancelled, timed out, failed): counted without waiting, since
                 # this may run while the request is being cancelled.
                 loop.run_in_executor(None, self.token_limits.count_tokens, key, n_out)
+        total_s = time.perf_counter() - arrived
+        forecast.finished(n_out, params.max_tokens)
+        if self.metrics is not None:
+            self.metrics.finished_in_time.inc()
+            if record.forecast_ms:
+                self.metrics.forecast_ratio.observe(total_s * 1000 / record.forecast_ms)
         result = Completion(
             text="".join(parts),
             logprobs=tuple(logprobs),
@@ -270,7 +336,7 @@ class Gateway:
             completion_tokens=n_out,
             queue_s=queue_s,
             ttft_s=ttft_s,
-            total_s=time.perf_counter() - arrived,
+            total_s=total_s,
         )
         record.end(finish)
         yield result
@@ -323,9 +389,15 @@ class Gateway:
                         await pending
 
     async def complete(
-        self, prompt: Prompt, params: SamplingParams, *, record: RequestRecord
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        *,
+        record: RequestRecord,
+        timeout_s: float | None = None,
     ) -> Completion:
-        async with aclosing(self.stream(prompt, params, record=record)) as events:
+        stream = self.stream(prompt, params, record=record, timeout_s=timeout_s)
+        async with aclosing(stream) as events:
             async for event in events:
                 if isinstance(event, Completion):
                     return event

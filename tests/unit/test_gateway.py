@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gptapi.engine import Delta, SamplingParams
-from gptapi.errors import KeyBusy, ServerBusy, TokenBudgetExhausted
+from gptapi.engine import Delta, SamplingParams, Speeds
+from gptapi.errors import DeadlineUnmeetable, KeyBusy, ServerBusy, TokenBudgetExhausted
 from gptapi.gateway import Completion, Gateway, Waiting
+from gptapi.telemetry.metrics import Metrics
 from gptapi.telemetry.requestlog import RequestRecord
 from tests import fakes
 
@@ -182,3 +183,111 @@ def test_a_malformed_cache_group_setting_is_refused(spec: str) -> None:
 
     with pytest.raises(ValidationError):
         Settings(prompt_cache_groups=spec)
+
+
+def trained(gateway: Gateway, interval_s: float = 1.0) -> None:
+    """The forecast as if requests had been seen making a token every ``interval_s``, with
+    prompts taking no time beyond their first step."""
+    forecast = gateway.admission.forecast
+    for _ in range(8):
+        forecast.gap(interval_s)
+    forecast.first_token(prompt_tokens=4, cached_tokens=0, seconds=interval_s)
+
+
+def test_a_request_that_would_finish_past_its_deadline_is_refused_at_once() -> None:
+    async def scenario() -> None:
+        engine = FakeEngine()
+        metrics = Metrics()
+        gateway = make_gateway(engine, metrics=metrics)
+        trained(gateway)  # 4 tokens take ~4 s here
+        with pytest.raises(DeadlineUnmeetable) as refused:
+            await anext(gateway.stream("a b", PARAMS, record=record(), timeout_s=2))
+        assert int(refused.value.headers["Retry-After"]) >= 1
+        assert refused.value.code == "deadline_unmeetable"
+        assert gateway.admission.busy == 0 and gateway.admission.in_flight("k") == 0
+        refusals = metrics.registry.get_sample_value(
+            "gptapi_refusals_total", {"reason": "deadline"}
+        )
+        assert refusals == 1
+        # With time enough it is served, and counts as accepted and finished in time.
+        engine.release.set()
+        rec = record()
+        events = [e async for e in gateway.stream("a b", PARAMS, record=rec, timeout_s=30)]
+        assert isinstance(events[-1], Completion)
+        assert rec.forecast_ms is not None and rec.forecast_ms >= 4000
+        assert metrics.registry.get_sample_value("gptapi_accepted_requests_total") == 1
+        assert metrics.registry.get_sample_value("gptapi_finished_in_time_requests_total") == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_queued_request_is_refused_if_the_work_ahead_leaves_it_too_little_time() -> None:
+    async def scenario() -> None:
+        engine = FakeEngine()  # one slot, held until `release`
+        gateway = make_gateway(engine)
+        trained(gateway)
+        running = gateway.stream("a b", PARAMS, record=record("A"), timeout_s=30)
+        await anext(running)  # holds the slot: ~4 s of work left
+        # Alone it would fit in 6 s; behind ~4 s of work it would finish at ~8 s.
+        with pytest.raises(DeadlineUnmeetable):
+            await anext(gateway.stream("c d", PARAMS, record=record("B"), timeout_s=6))
+        waiting = gateway.stream("c d", PARAMS, record=record("B"), timeout_s=10)
+        assert await anext(waiting) == Waiting(queue_position=1, prompt_done=0, prompt_tokens=2)
+        await waiting.aclose()
+        await running.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_without_measured_completions_nothing_is_refused_by_forecast() -> None:
+    async def scenario() -> None:
+        engine = FakeEngine()
+        engine.release.set()
+        gateway = make_gateway(engine)
+        events = await events_of(gateway, "a b")  # no evidence yet: served
+        assert isinstance(events[-1], Completion)
+
+    asyncio.run(scenario())
+
+
+def test_a_queued_request_is_refused_once_what_is_measured_meanwhile_shows_it_is_late() -> None:
+    async def scenario() -> None:
+        engine = FakeEngine()
+        gateway = make_gateway(engine, keepalive_s=0.01)
+        running = gateway.stream("a b", PARAMS, record=record("A"), timeout_s=30)
+        await anext(running)
+        queued = gateway.stream("c d", PARAMS, record=record("B"), timeout_s=6)
+        assert await anext(queued) == Waiting(1, 0, 2)  # a fresh server: no evidence yet
+        trained(gateway)  # the running request's tokens come 1 s apart
+        with pytest.raises(DeadlineUnmeetable):
+            await anext(queued)
+        assert gateway.admission.queued == 0
+        await running.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_burst_on_a_fresh_server_is_forecast_from_the_start_up_speeds() -> None:
+    """Nothing served yet: the engine's start-up speeds say which requests of a burst can finish
+    in time; those that cannot are refused at once, the rest wait."""
+
+    async def scenario() -> None:
+        speeds = Speeds(prompt_token_s=0.0, decode_1_s=1.0, decode_full_s=1.0, slots=1)
+        engine = FakeEngine(measured=speeds)  # one slot; 4 tokens take ~4 s
+        gateway = make_gateway(engine, max_queue=10)
+        streams = [
+            gateway.stream(f"p{i}", PARAMS, record=record(f"k{i}"), timeout_s=10) for i in range(4)
+        ]
+        outcomes: list[str] = []
+        for stream in streams:
+            try:
+                await anext(stream)
+                outcomes.append("waits")
+            except DeadlineUnmeetable:
+                outcomes.append("refused")
+        # ~4 s each, one at a time, within 10 s: the first two fit, the others would not.
+        assert outcomes == ["waits", "waits", "refused", "refused"]
+        for stream in streams:
+            await stream.aclose()
+
+    asyncio.run(scenario())

@@ -32,6 +32,22 @@ from gptapi.telemetry.requestlog import RequestRecord
 log = logging.getLogger("gptapi.api")
 T = TypeVar("T")
 _WRITE_GRACE_S = 5.0
+# The client's own time limit in seconds, when shorter than GPTAPI_REQUEST_TIMEOUT_S: the
+# deadline forecast refuses at once what would finish later, and the request ends there.
+TIMEOUT_HEADER = "X-Request-Timeout"
+
+
+def requested_timeout(request: Request) -> float | None:
+    raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):  # NaN fails this too
+        raise InvalidRequest(f"{TIMEOUT_HEADER}: expected a positive number of seconds")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -158,6 +174,7 @@ async def run(
 ) -> BaseModel | StreamingResponse:
     record: RequestRecord = request.state.record
     record.task = job.task
+    timeout_s = requested_timeout(request)
     # Choice i: its own sequence, record and (with a seed) seed + i, so n choices at a
     # temperature differ and are reproducible. Started together, they share the prompt's KV
     # (concurrent prefix sharing): the prompt is computed once.
@@ -172,7 +189,7 @@ async def run(
         # A little after the request's own deadline, so its timeout error event still goes out.
         deadline = loop.time() + settings.request_timeout_s + _WRITE_GRACE_S
         streams = [
-            gateway.stream(job.prompt.parts, p, record=r)
+            gateway.stream(job.prompt.parts, p, record=r, timeout_s=timeout_s)
             for p, r in zip(params, records, strict=True)
         ]
         # Refusals (busy, key cap, too long, token budget) happen before the first event, so
@@ -192,7 +209,7 @@ async def run(
     results = await cancel_on_disconnect(
         request,
         _all(
-            gateway.complete(job.prompt.parts, p, record=r)
+            gateway.complete(job.prompt.parts, p, record=r, timeout_s=timeout_s)
             for p, r in zip(params, records, strict=True)
         ),
     )

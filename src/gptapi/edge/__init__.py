@@ -56,7 +56,8 @@ def install(app: FastAPI, settings: Settings, keys: KeyStore, limits: RateLimits
                 {
                     "allow_origins": origins,
                     "allow_methods": ["GET", "POST"],
-                    "allow_headers": ["Authorization", "Content-Type", "X-API-Key"],
+                    "allow_headers": ["Authorization", "Content-Type", "X-API-Key",
+                                      "X-Request-Timeout"],
                     "expose_headers": ["X-Request-ID", "Retry-After", "X-RateLimit-Limit",
                                        "X-RateLimit-Remaining", "X-RateLimit-Reset"],
                 },

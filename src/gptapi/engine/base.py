@@ -123,6 +123,23 @@ class PromptStats:
     cache_evictions: int
 
 
+@dataclass(frozen=True)
+class Speeds:
+    """This machine's speeds for this model, measured by the engine at start-up (idle)."""
+
+    prompt_token_s: float  # seconds per prompt token in a whole chunk
+    decode_1_s: float  # a step decoding one sequence's token
+    decode_full_s: float  # a step decoding one token for every slot
+    slots: int
+
+    def decode_s(self, n: int) -> float:
+        """A step decoding ``n`` tokens: between the two measured counts, linearly."""
+        if self.slots <= 1:
+            return self.decode_1_s
+        share = (min(max(n, 1), self.slots) - 1) / (self.slots - 1)
+        return self.decode_1_s + share * (self.decode_full_s - self.decode_1_s)
+
+
 class EngineError(Exception):
     """Generation failed for this request only (e.g. llama_decode refused its batch)."""
 
@@ -166,6 +183,11 @@ class Engine(Protocol):
         """Stream deltas until one carries a finish_reason. Closing the iterator early cancels
         the sequence and frees its slot within one decode step. Computed prompt KV (the prompt
         cache, prefixes shared with running sequences) is reused only within one ``scope``."""
+        ...
+
+    def speeds(self) -> Speeds | None:
+        """Speeds measured at start-up, for the deadline forecast before any request has been
+        measured; None when this engine has none."""
         ...
 
     def healthy(self) -> bool:

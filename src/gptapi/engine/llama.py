@@ -23,6 +23,7 @@ from gptapi.engine.base import (
     Prompt,
     PromptStats,
     SamplingParams,
+    Speeds,
 )
 from gptapi.engine.constrained import new_grammar
 from gptapi.engine.model import LlamaModel
@@ -118,6 +119,10 @@ class LlamaEngine:
             # at its next step.
             seq.cancelled = True
             self._load[index] -= 1
+
+    def speeds(self) -> Speeds | None:
+        # The pool's contexts share the cores: its one-slot measurements say little of them.
+        return self._schedulers[0].speeds if len(self._schedulers) == 1 else None
 
     def healthy(self) -> bool:
         return all(scheduler.alive for scheduler in self._schedulers)

@@ -29,6 +29,7 @@ from gptapi.engine.base import (
     SamplingParams,
     TokenLogprob,
 )
+from gptapi.engine.calibrate import measure_speeds
 from gptapi.engine.constrained import Candidates, Constrained
 from gptapi.engine.model import LlamaModel, set_field
 from gptapi.engine.output import OutputText
@@ -150,6 +151,10 @@ class Scheduler:
         self._candidates: Candidates | None = None  # structured output's vocabulary buffer
         # A token may belong to every slot's sequence at once (a shared prompt prefix).
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, slots)
+        self.speeds = measure_speeds(
+            self.ctx, self.memory, self.batch, slots=slots, n_batch=n_batch, n_vocab=self.n_vocab
+        )
+        self.step_budget.start_from(self.speeds)
         self._free_ids = list(range(slots))
         self._active: list[Sequence] = []
         self._inbox: queue.SimpleQueue[Sequence] = queue.SimpleQueue()

@@ -14,6 +14,8 @@ this CPU computes; measured in docs/performance.md, issue 27).
 
 from __future__ import annotations
 
+from gptapi.engine.base import Speeds
+
 _ALPHA = 0.3  # weight of the newest measurement in the running estimates
 # A prompt always advances, even when decoding alone takes the whole target: otherwise a queue
 # of prompts would wait for every stream to finish.
@@ -28,6 +30,12 @@ class StepBudget:
         self.unstreamed_target_s = unstreamed_target_s  # while only unstreamed ones decode
         self._decode_s: dict[int, float] = {}  # decoding tokens -> step time with no prompt
         self.prompt_token_s: float | None = None
+
+    def start_from(self, speeds: Speeds) -> None:
+        """Begin from the speeds measured at start-up rather than probing."""
+        self.prompt_token_s = speeds.prompt_token_s
+        self._decode_s[1] = speeds.decode_1_s
+        self._decode_s[speeds.slots] = speeds.decode_full_s
 
     def prompt_tokens(self, n_decoding: int, room: int, *, streaming: bool = True) -> int:
         """Prompt tokens for a step that decodes ``n_decoding`` tokens; ``room`` is what the

@@ -33,6 +33,7 @@ KNOWN_IGNORED: tuple[str, ...] = (
 )  # fmt: skip
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640)
+_RATIO_BUCKETS = (0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 4.0)
 _TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
@@ -158,6 +159,26 @@ class Metrics:
         )
         for reason in REFUSAL_REASONS:
             self.refusals.labels(reason)
+        # Goodput = finished_in_time / accepted: the share of the work taken on that paid off.
+        self.accepted = Counter(
+            "gptapi_accepted_requests",
+            "Requests past every refusal (deadline forecast included) that went on to wait "
+            "for a slot and generate",
+            registry=r,
+        )
+        self.finished_in_time = Counter(
+            "gptapi_finished_in_time_requests",
+            "Accepted requests that finished within their time limit (not timed out, failed "
+            "or cancelled)",
+            registry=r,
+        )
+        self.forecast_ratio = Histogram(
+            "gptapi_finish_forecast_ratio",
+            "Actual latency / latency the deadline forecast gave at admission, per finished "
+            "request (1 = exact; above 1: it took longer than forecast)",
+            buckets=_RATIO_BUCKETS,
+            registry=r,
+        )
         self.v1_ignored_fields = Counter(
             "gptapi_v1_ignored_fields",
             "Unknown fields in /v1 bodies, ignored (GPTAPI_V1_STRICT off), by name or 'other'",

@@ -34,6 +34,7 @@ class RequestRecord:
     completion_tokens: int | None = None
     queue_ms: float | None = None
     ttft_ms: float | None = None
+    forecast_ms: float | None = None  # forecast latency at admission (arrival to last token)
     tokens_per_s: float | None = None
     busy_slots_at_admission: int | None = None
     queue_depth_at_admission: int | None = None
@@ -46,6 +47,9 @@ class RequestRecord:
 
     def tokenized(self, prompt_tokens: int) -> None:
         self.prompt_tokens = prompt_tokens
+
+    def forecast(self, total_s: float) -> None:
+        self.forecast_ms = total_s * 1000
 
     def started(self, queue_s: float) -> None:
         self.queue_ms = queue_s * 1000

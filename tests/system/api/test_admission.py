@@ -71,7 +71,18 @@ def test_a_disconnected_client_frees_its_slot_for_the_next_request(
 
 
 def test_request_past_its_time_limit_gets_504_and_frees_its_slot(tmp_path: Path) -> None:
-    server = start_server(tmp_path, env={"GPTAPI_SLOTS": "1", "GPTAPI_REQUEST_TIMEOUT_S": "1.5"})
+    env = {"GPTAPI_SLOTS": "1", "GPTAPI_REQUEST_TIMEOUT_S": "1.5"}
+    server = start_server(tmp_path, env=env)
+    try:
+        with server.client() as c:
+            # The start-up speeds alone say 1000 tokens cannot come within 1.5 s: refused now.
+            refused = c.post("/generate-text", json=LONG)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "deadline_unmeetable"
+    finally:
+        stop_server(server)
+    # Without the forecast the request waits for its limit, then 504.
+    server = start_server(tmp_path, env={**env, "GPTAPI_DEADLINE_FORECAST": "false"})
     try:
         with server.client() as c:
             r = c.post("/generate-text", json=LONG)
@@ -159,3 +170,48 @@ def test_sigterm_drains_every_worker_like_one_process(tmp_path: Path) -> None:
     refused = next(r["result"] for _, r in requests if r["result"].status_code == 503)
     assert "shutting down" in refused.json()["error"]["message"]
     assert server.proc.wait(60) in (0, -signal.SIGTERM)
+
+
+def test_a_request_that_cannot_meet_its_deadline_is_refused_at_once_on_the_real_model(
+    client: httpx.Client, oai: Any
+) -> None:
+    """X-Request-Timeout: the client's own limit. Once the server has measured a few
+    completions, a request that would finish later gets 503 deadline_unmeetable at once."""
+    for i in range(3):
+        warm = client.post("/generate-text", json={"prompt": f"Note {i}:", "max_tokens": 8})
+        assert warm.status_code == 200
+    body = {"prompt": "Write a long story about a dragon.", "max_tokens": 1000}
+    refused = client.post("/generate-text", json=body, headers={"X-Request-Timeout": "0.2"})
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["code"] == "deadline_unmeetable"
+    assert int(refused.headers["retry-after"]) >= 1
+    served = client.post(
+        "/generate-text", json={**body, "max_tokens": 4}, headers={"X-Request-Timeout": "120"}
+    )
+    assert served.status_code == 200
+    # The official SDK, as its users pass a header: its 503 (not retried here) carries the code.
+    import openai
+
+    with pytest.raises(openai.InternalServerError) as failed:
+        oai.with_options(max_retries=0).chat.completions.create(
+            model="gptapi",
+            messages=[{"role": "user", "content": "Tell me a long story."}],
+            max_tokens=1000,
+            extra_headers={"X-Request-Timeout": "0.2"},
+        )
+    assert failed.value.status_code == 503
+    assert "deadline_unmeetable" in failed.value.response.text
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "nan", "inf", ""])
+def test_a_malformed_request_timeout_header_is_a_400_on_v1_and_422_on_tasks(
+    client: httpx.Client, value: str
+) -> None:
+    headers = {"X-Request-Timeout": value}
+    task = client.post("/generate-text", json={"prompt": "Hi", "max_tokens": 2}, headers=headers)
+    assert task.status_code == 422, task.text
+    v1 = client.post(
+        "/v1/completions", json={"model": "x", "prompt": "Hi", "max_tokens": 2}, headers=headers
+    )
+    assert v1.status_code == 400, v1.text
+    assert "X-Request-Timeout" in v1.json()["error"]["message"]

@@ -155,3 +155,30 @@ def test_a_missing_bench_extra_is_one_line_before_any_request(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and "missing matplotlib" in err[0] and "gptapi[bench]" in err[0]
+
+
+def test_capacity_finds_the_users_and_rate_within_targets_and_says_so_in_one_line(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "capacity"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "bench.cli", "capacity", "--api-key", API_KEY,
+            "--base-url", live_server.base_url, "--max-users", "2", "--requests-per-user", "1",
+            "--max-tokens", "4", "--p95-ttft", "60", "--p95-latency", "60",
+            "--duration", "2", "--min-rate", "1", "--max-rate", "2", "--rate-steps", "1",
+            "--out", str(out),
+        ],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    answer = "this server serves 2 concurrent users at p95 TTFT <= 60 s and p95 latency <= 60 s"
+    assert answer in result.stdout
+    report = (out / "capacity.md").read_text()
+    assert answer in report and "open loop: 2 requests/s" in report
+    data = json.loads((out / "capacity.json").read_text())
+    assert [p["load"] for p in data["probes"]["closed"]] == [1, 2]
+    assert [p["load"] for p in data["probes"]["open"]] == [1, 2]  # 4/s is above --max-rate
+    assert all(p["passed"] for p in data["probes"]["closed"])
+    assert (out / "capacity.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert (out / "closed-2" / "output.txt").exists()
