@@ -22,10 +22,11 @@ A request's *service* time (holding a slot) is then prefill + expected tokens x 
 service has elapsed, and each request queued ahead takes the earliest free slot for its own
 service.
 
-Until ``_MIN_GAPS`` gaps and one first token are measured (a burst on a fresh server), the
-service comes from the speeds the engine measured at start-up (``engine/calibrate.py``), as a
-batch of ``batch`` requests like this one would take: all their prompts, then one decode step
-of ``batch`` tokens per token (``Speeds``). Without either, nothing is refused (no evidence).
+Until ``_MIN_GAPS`` gaps, one first token and ``_MIN_FINISHED`` finished requests are
+measured (a burst on a fresh server), the service comes from the speeds the engine measured at
+start-up (``engine/calibrate.py``), as a batch of ``batch`` requests like this one would take:
+all their prompts, then one decode step of ``batch`` tokens per token (``Speeds``). Without
+either, nothing is refused (no evidence).
 
 With a slot free already, the forecast uses the fastest recent gap (a step with no prompt in
 it), not the mean: a refusal needs evidence that even the best case misses the deadline.
@@ -41,6 +42,7 @@ from collections import deque
 from gptapi.engine import Speeds
 
 _MIN_GAPS = 8  # token gaps measured before anything is refused
+_MIN_FINISHED = 3  # finished requests before measurements replace the start-up speeds
 _WEIGHT = 0.2  # weight of the newest request in the per-request moving averages
 _GAP_WINDOW = 256  # token gaps the interval is the mean of
 _FAST_WINDOW = 32  # token gaps the fastest one is taken from
@@ -53,11 +55,16 @@ class Forecast:
         self.length_share = 1.0
         self.cached_share: float | None = None
         self._gaps: deque[float] = deque(maxlen=_GAP_WINDOW)
+        self.finished_count = 0
 
     @property
     def measured(self) -> bool:
-        """Enough served here to forecast from what requests met, not from start-up speeds."""
-        return len(self._gaps) >= _MIN_GAPS and self.prefill_s_per_token is not None
+        """Enough served here to forecast from what requests met, not from start-up speeds.
+        With start-up speeds, only once requests have finished: the first gaps of a burst
+        are biased by the prompts still being computed beside them (one 3.7 s step among
+        twenty 0.45 s ones, measured on the heavy twin)."""
+        enough_gaps = len(self._gaps) >= _MIN_GAPS and self.prefill_s_per_token is not None
+        return enough_gaps and (self.speeds is None or self.finished_count >= _MIN_FINISHED)
 
     @property
     def ready(self) -> bool:
@@ -91,6 +98,7 @@ class Forecast:
             self._gaps.append(seconds / tokens)
 
     def finished(self, completion_tokens: int, max_tokens: int) -> None:
+        self.finished_count += 1
         if max_tokens > 0:
             share = min(1.0, completion_tokens / max_tokens)
             self.length_share = (1 - _WEIGHT) * self.length_share + _WEIGHT * share

@@ -48,6 +48,9 @@ from gptapi.telemetry.metrics import Metrics
 from gptapi.telemetry.requestlog import RequestRecord
 
 log = logging.getLogger("gptapi.gateway")
+# A queued request is refused later only if its forecast finish passes its deadline by this
+# factor (docs/stress-test.md: deadline forecast).
+_RECHECK_TOLERANCE = 1.15
 
 
 @dataclass(frozen=True)
@@ -169,10 +172,15 @@ class Gateway:
         return tokens
 
     def _check_deadline(
-        self, ticket: Ticket, tokens: int, params: SamplingParams, left_s: float
+        self,
+        ticket: Ticket,
+        tokens: int,
+        params: SamplingParams,
+        left_s: float,
+        tolerance: float = 1.0,
     ) -> float | None:
-        """Refuse now what the forecast says would finish more than ``left_s`` from now.
-        Returns the forecast seconds to finish (None: no evidence yet)."""
+        """Refuse now what the forecast says would finish more than ``left_s`` x ``tolerance``
+        from now. Returns the expected seconds to finish (None: no evidence yet)."""
         forecast = self.admission.forecast
         if forecast.speeds is None:
             forecast.speeds = self.engine.speeds()
@@ -181,25 +189,27 @@ class Gateway:
             return None
         # Requests that will decode beside it: every one admitted or queued, up to the slots.
         batch = min(self.engine.slots, self.admission.busy + self.admission.queued)
-        # Holding a slot already: only its own work, at the fastest pace seen (a refusal
-        # needs evidence that even the best case is late).
-        own_s = forecast.service_s(
-            tokens, params.max_tokens, batch=batch, fastest=ticket.holds_slot
+        start_s = self.admission.start_s(ticket, batch)
+        expected_s = start_s + forecast.service_s(tokens, params.max_tokens, batch=batch)
+        # Holding a slot already: refused only if even its own work alone, at the fastest
+        # pace seen, is late (a refusal needs evidence that the best case is late).
+        best_s = (
+            forecast.service_s(tokens, params.max_tokens, batch=batch, fastest=True)
+            if ticket.holds_slot
+            else expected_s
         )
-        finish_s = self.admission.start_s(ticket, batch) + own_s
-        if finish_s > left_s:
-            late_s = finish_s - left_s
+        if best_s > left_s * tolerance:
             self._refuse(
                 DeadlineUnmeetable(
-                    f"this request would finish in about {finish_s:.0f} s (prompt {tokens} "
-                    f"tokens, max_tokens {params.max_tokens}, {own_s:.0f} s of its own work at "
-                    f"the current load), past its {left_s:.0f} s limit; retry "
+                    f"this request would finish in about {expected_s:.0f} s (prompt {tokens} "
+                    f"tokens, max_tokens {params.max_tokens}, {expected_s - start_s:.0f} s of "
+                    f"its own work at the current load), past its {left_s:.0f} s limit; retry "
                     "later, or ask for fewer tokens",
-                    min(3600, max(1, math.ceil(late_s))),
+                    min(3600, max(1, math.ceil(best_s - left_s))),
                 ),
                 "deadline",
             )
-        return finish_s
+        return expected_s
 
     async def stream(
         self,
@@ -261,7 +271,11 @@ class Gateway:
                 if loop.time() >= deadline:
                     raise TimeoutError
                 # What is measured meanwhile (a burst on a fresh server) may show it is late.
-                self._check_deadline(ticket, len(tokens), params, deadline - loop.time())
+                # It has paid for its wait already: dropping it takes a clearer miss than
+                # not starting it (the forecast's p95 error was ~35 % on the heavy twin).
+                self._check_deadline(
+                    ticket, len(tokens), params, deadline - loop.time(), _RECHECK_TOLERANCE
+                )
                 yield Waiting(self.admission.position(ticket), 0, len(tokens))
             queue_s = time.perf_counter() - arrived
             record.started(queue_s)

@@ -86,5 +86,10 @@ def test_what_is_measured_here_replaces_the_start_up_speeds() -> None:
     for _ in range(8):
         forecast.gap(1.0)
     forecast.first_token(prompt_tokens=10, cached_tokens=0, seconds=1.0)
+    # The first gaps of a burst are biased by prompts computed beside them: start-up speeds
+    # stay until requests have finished.
+    for _ in range(3):
+        assert not forecast.measured
+        forecast.finished(completion_tokens=10, max_tokens=10)
     assert forecast.measured
     assert forecast.service_s(10, 10, batch=5) == pytest.approx(10.0)

@@ -167,6 +167,15 @@ def load_engine(settings: Settings) -> LlamaEngine:
         engine.info.n_ctx,
         settings.n_threads,
     )
+    if (speeds := engine.speeds()) is not None:
+        log.info(
+            "speeds measured at start: %.1f ms per prompt token, decode step %.0f ms for 1 "
+            "sequence, %.0f ms for %d",
+            speeds.prompt_token_s * 1000,
+            speeds.decode_1_s * 1000,
+            speeds.decode_full_s * 1000,
+            speeds.slots,
+        )
     return engine
 
 
