@@ -1,35 +1,32 @@
-"""When would a request finish? Learned from the requests this server is serving.
+"""When would a request finish? From start-up speeds, then from the requests this server served.
 
 Admission asks before a request waits for anything, and again while it waits: if the forecast
 finish is past the request's deadline, it is refused (503 ``deadline_unmeetable``) instead of
 waiting minutes for a 504 while its prompt and tokens take cores from requests that can still
 finish.
 
-The model, measured on the requests being served (each under the load it met, which is the
-load the next request meets), live, token by token, so that a burst on a fresh server is
-forecast after the first seconds of its first requests rather than after they finish:
+A request's *service* time (holding a slot) is forecast one of two ways:
 
-- ``interval_s``: seconds between two generated tokens of one request (one decode step, other
-  requests' prompt chunks included): the mean over the last ``_GAP_WINDOW`` gaps;
-- ``prefill_s_per_token``: seconds per computed prompt token from slot to first token, beyond
-  one interval;
-- ``length_share``: generated tokens / ``max_tokens`` of finished requests (clients ask for
-  more than they use; 1 until one finishes);
-- ``cached_share``: prompt tokens the prompt cache or a concurrent request supplied.
+- **start-up speeds** (``engine/calibrate.py``), until ``_MIN_FINISHED`` requests have finished
+  (a burst on a fresh server): a batch of ``batch`` requests like this one takes all their
+  prompts, then one decode step of ``batch`` tokens per token (``Speeds``);
+- **measured**, from finished requests, each under the load it met (which is the load the next
+  request meets): ``first_token_s``, slot to first token, a moving average of absolute times
+  (in a batch every request waits for the batch's prompts, whatever its own length; never less
+  than its own prompt at the start-up speed), then ``interval_s``, each request's own mean time
+  between two tokens, averaged; ``length_share`` (generated / ``max_tokens``: clients ask for
+  more than they use) and ``cached_share`` (prompt tokens not computed).
 
-A request's *service* time (holding a slot) is then prefill + expected tokens x interval. Its
-*start* comes from a list-scheduling walk: each busy slot frees when its request's forecast
-service has elapsed, and each request queued ahead takes the earliest free slot for its own
-service.
+Its *start* comes from a list-scheduling walk: each busy slot frees when its request's service
+has elapsed, and each request queued ahead takes the earliest free slot for its own service.
+Without speeds or finished requests nothing is refused (no evidence).
 
-Until ``_MIN_GAPS`` gaps, one first token and ``_MIN_FINISHED`` finished requests are
-measured (a burst on a fresh server), the service comes from the speeds the engine measured at
-start-up (``engine/calibrate.py``), as a batch of ``batch`` requests like this one would take:
-all their prompts, then one decode step of ``batch`` tokens per token (``Speeds``). Without
-either, nothing is refused (no evidence).
+A request that holds a slot already is refused only if even the best case misses: its own
+prompt and tokens at the start-up speeds of one sequence (or the fastest interval measured).
 
-With a slot free already, the forecast uses the fastest recent gap (a step with no prompt in
-it), not the mean: a refusal needs evidence that even the best case misses the deadline.
+Why per finished request and not per token gap as they come: the first gaps of a burst
+include the steps that compute the other requests' prompts (one 3.7 s gap among 0.45 s ones on
+the heavy twin), and forecasts from them refused requests that then would have finished.
 
 Owned by the event loop thread (admission and the gateway), like ``Admission``: no locks.
 """
@@ -41,69 +38,59 @@ from collections import deque
 
 from gptapi.engine import Speeds
 
-_MIN_GAPS = 8  # token gaps measured before anything is refused
 _MIN_FINISHED = 3  # finished requests before measurements replace the start-up speeds
-_WEIGHT = 0.2  # weight of the newest request in the per-request moving averages
-_GAP_WINDOW = 256  # token gaps the interval is the mean of
-_FAST_WINDOW = 32  # token gaps the fastest one is taken from
+_WEIGHT = 0.2  # weight of the newest finished request in each moving average
+_FAST_WINDOW = 32  # finished requests the fastest interval is taken from
 
 
 class Forecast:
     def __init__(self, speeds: Speeds | None = None) -> None:
         self.speeds = speeds  # measured at start-up: the forecast before any request is
-        self.prefill_s_per_token: float | None = None
-        self.length_share = 1.0
-        self.cached_share: float | None = None
-        self._gaps: deque[float] = deque(maxlen=_GAP_WINDOW)
         self.finished_count = 0
+        self.first_token_s = 0.0
+        self.interval_s = 0.0
+        self.length_share = 1.0
+        self.cached_share = 0.0
+        self._intervals: deque[float] = deque(maxlen=_FAST_WINDOW)
 
     @property
     def measured(self) -> bool:
-        """Enough served here to forecast from what requests met, not from start-up speeds.
-        With start-up speeds, only once requests have finished: the first gaps of a burst
-        are biased by the prompts still being computed beside them (one 3.7 s step among
-        twenty 0.45 s ones, measured on the heavy twin)."""
-        enough_gaps = len(self._gaps) >= _MIN_GAPS and self.prefill_s_per_token is not None
-        return enough_gaps and (self.speeds is None or self.finished_count >= _MIN_FINISHED)
+        """Enough finished here to forecast from what requests met."""
+        return self.finished_count >= _MIN_FINISHED
 
     @property
     def ready(self) -> bool:
         return self.measured or self.speeds is not None
 
-    @property
-    def interval_s(self) -> float:
-        return sum(self._gaps) / len(self._gaps) if self._gaps else 0.0
-
-    @property
-    def fastest_interval_s(self) -> float:
-        recent = list(self._gaps)[-_FAST_WINDOW:]
-        return min(recent) if recent else 0.0
-
-    # --- learning, as tokens come --------------------------------------------------------
-
-    def first_token(self, prompt_tokens: int, cached_tokens: int, seconds: float) -> None:
-        """A request's first token came ``seconds`` after it got its slot."""
-        computed = max(0, prompt_tokens - cached_tokens)
-        if prompt_tokens:
-            cached = cached_tokens / prompt_tokens
-            self.cached_share = _ewma(self.cached_share, cached)
-        if computed:
-            # The first token needs the whole prompt and one step: the step is the interval.
-            per_token = max(0.0, seconds - self.interval_s) / computed
-            self.prefill_s_per_token = _ewma(self.prefill_s_per_token, per_token)
-
-    def gap(self, seconds: float, tokens: int = 1) -> None:
-        """``tokens`` more tokens of one request came ``seconds`` after its previous ones."""
-        if tokens > 0:
-            self._gaps.append(seconds / tokens)
-
-    def finished(self, completion_tokens: int, max_tokens: int) -> None:
+    def finished(
+        self,
+        *,
+        prompt_tokens: int,
+        cached_tokens: int,
+        completion_tokens: int,
+        max_tokens: int,
+        first_token_s: float,
+        held_s: float,
+    ) -> None:
+        """Learn from a request that finished (times from the moment it held a slot)."""
+        if completion_tokens < 1 or max_tokens < 1:
+            return
+        first = self.finished_count == 0
         self.finished_count += 1
-        if max_tokens > 0:
-            share = min(1.0, completion_tokens / max_tokens)
-            self.length_share = (1 - _WEIGHT) * self.length_share + _WEIGHT * share
 
-    # --- forecasting ---------------------------------------------------------------------
+        def average(old: float, new: float) -> float:
+            return new if first else (1 - _WEIGHT) * old + _WEIGHT * new
+
+        self.first_token_s = average(self.first_token_s, first_token_s)
+        if completion_tokens > 1:
+            interval = max(0.0, held_s - first_token_s) / (completion_tokens - 1)
+            self._intervals.append(interval)
+            self.interval_s = (
+                interval if not self.interval_s else average(self.interval_s, interval)
+            )
+        self.length_share = average(self.length_share, min(1.0, completion_tokens / max_tokens))
+        cached = cached_tokens / prompt_tokens if prompt_tokens else 0.0
+        self.cached_share = average(self.cached_share, cached)
 
     def service_s(
         self, prompt_tokens: int, max_tokens: int, *, batch: int = 1, fastest: bool = False
@@ -111,16 +98,20 @@ class Forecast:
         """Seconds a request would hold a slot: its prompt, then its expected tokens.
         ``batch``: requests expected to decode beside it (start-up speeds only); ``fastest``:
         the best case, for a request that holds a slot already."""
-        computed = prompt_tokens * (1.0 - (self.cached_share or 0.0))
+        computed = prompt_tokens * (1.0 - self.cached_share)
         tokens = max(1.0, max_tokens * self.length_share)
-        if self.measured or self.speeds is None:
-            interval = self.fastest_interval_s if fastest else self.interval_s
-            return computed * (self.prefill_s_per_token or 0.0) + tokens * interval
+        speeds = self.speeds
         if fastest:
-            return computed * self.speeds.prompt_token_s + tokens * self.speeds.decode_1_s
-        batch = max(1, min(batch, self.speeds.slots))
-        prompts_s = batch * computed * self.speeds.prompt_token_s
-        return prompts_s + tokens * self.speeds.decode_s(batch)
+            if speeds is not None:
+                return computed * speeds.prompt_token_s + tokens * speeds.decode_1_s
+            return tokens * min(self._intervals, default=self.interval_s)
+        if self.measured:
+            own_prompt_s = computed * speeds.prompt_token_s if speeds is not None else 0.0
+            return max(self.first_token_s, own_prompt_s) + (tokens - 1) * self.interval_s
+        if speeds is None:
+            return 0.0
+        batch = max(1, min(batch, speeds.slots))
+        return batch * computed * speeds.prompt_token_s + tokens * speeds.decode_s(batch)
 
     def start_s(
         self, busy_remaining_s: list[float], free_slots: int, ahead_s: list[float]
@@ -134,7 +125,3 @@ class Forecast:
         for service in ahead_s:
             heapq.heappush(free_at, heapq.heappop(free_at) + service)
         return free_at[0]
-
-
-def _ewma(old: float | None, new: float) -> float:
-    return new if old is None else (1 - _WEIGHT) * old + _WEIGHT * new

@@ -249,7 +249,6 @@ class Gateway:
         queue_s = 0.0
         finished = False
         forecast = self.admission.forecast
-        last_token = 0.0
         try:
             tokens = await self.tokens_for(prompt, params)
             ticket.prompt_tokens = len(tokens)  # queued: shorter prompts of its key go first
@@ -285,14 +284,9 @@ class Gateway:
                     if isinstance(delta, Waiting):
                         yield delta
                         continue
-                    now = time.perf_counter()
                     if ttft_s is None:
-                        ttft_s = now - arrived
+                        ttft_s = time.perf_counter() - arrived
                         record.first_token(ttft_s)
-                        forecast.first_token(len(tokens), delta.cached_tokens, ttft_s - queue_s)
-                    else:
-                        forecast.gap(now - last_token, delta.completion_tokens - n_out)
-                    last_token = now
                     parts.append(delta.text)
                     logprobs.extend(delta.logprobs)
                     n_out, cached = delta.completion_tokens, delta.cached_tokens
@@ -336,7 +330,14 @@ class Gateway:
                 # this may run while the request is being cancelled.
                 loop.run_in_executor(None, self.token_limits.count_tokens, key, n_out)
         total_s = time.perf_counter() - arrived
-        forecast.finished(n_out, params.max_tokens)
+        forecast.finished(
+            prompt_tokens=len(tokens),
+            cached_tokens=cached,
+            completion_tokens=n_out,
+            max_tokens=params.max_tokens,
+            first_token_s=(ttft_s or total_s) - queue_s,
+            held_s=total_s - queue_s,
+        )
         if self.metrics is not None:
             self.metrics.finished_in_time.inc()
             if record.forecast_ms:

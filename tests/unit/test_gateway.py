@@ -186,12 +186,17 @@ def test_a_malformed_cache_group_setting_is_refused(spec: str) -> None:
 
 
 def trained(gateway: Gateway, interval_s: float = 1.0) -> None:
-    """The forecast as if requests had been seen making a token every ``interval_s``, with
-    prompts taking no time beyond their first step."""
-    forecast = gateway.admission.forecast
-    for _ in range(8):
-        forecast.gap(interval_s)
-    forecast.first_token(prompt_tokens=4, cached_tokens=0, seconds=interval_s)
+    """The forecast as if three 4-token requests had finished, a token every ``interval_s``
+    from the moment they held a slot."""
+    for _ in range(3):
+        gateway.admission.forecast.finished(
+            prompt_tokens=4,
+            cached_tokens=0,
+            completion_tokens=4,
+            max_tokens=4,
+            first_token_s=interval_s,
+            held_s=4 * interval_s,
+        )
 
 
 def test_a_request_that_would_finish_past_its_deadline_is_refused_at_once() -> None:
@@ -258,7 +263,7 @@ def test_a_queued_request_is_refused_once_what_is_measured_meanwhile_shows_it_is
         await anext(running)
         queued = gateway.stream("c d", PARAMS, record=record("B"), timeout_s=6)
         assert await anext(queued) == Waiting(1, 0, 2)  # a fresh server: no evidence yet
-        trained(gateway)  # the running request's tokens come 1 s apart
+        trained(gateway)  # requests that finished meanwhile: a token a second
         with pytest.raises(DeadlineUnmeetable):
             await anext(queued)
         assert gateway.admission.queued == 0
