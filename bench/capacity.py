@@ -168,13 +168,33 @@ def capacity_line(users: int, rate: float, args: argparse.Namespace) -> str:
         f"max_tokens {args.max_tokens}, mix {args.mix})"
     )
     if args.duration:
-        line += f"; open loop: {rate:.3g} requests/s (Poisson, {args.duration:g} s per probe)"
+        line += (
+            f"; open loop: {rate:.3g} requests per second (Poisson, {args.duration:g} s per probe)"
+        )
     return line
+
+
+_PER_PROBE = ("users", "requests per user", "arrivals")  # differ per probe: in the table
+
+
+def rerender_capacity(folder: Path) -> None:
+    """capacity.md and capacity.png again from capacity.json (``gptapi-bench report``)."""
+    data = json.loads((folder / "capacity.json").read_text())
+    probes = {k: [Probe(**p) for p in v] for k, v in data["probes"].items()}
+    (folder / "capacity.md").write_text(render(data["answer"], data["header"], probes))
+    targets = data["targets"]
+    plot(
+        folder / "capacity.png",
+        probes,
+        targets["p95_ttft_s"],
+        targets["p95_latency_s"],
+        data["header"],
+    )
 
 
 def render(answer: str, header: dict[str, Any], probes: dict[str, list[Probe]]) -> str:
     lines = [f"# Capacity\n\n**{answer}**\n", "| | |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in header.items()]
+    lines += [f"| {k} | {v} |" for k, v in header.items() if k not in _PER_PROBE]
     lines += [
         "",
         "Every probe, in the order run (pass: every request answered and both p95s within "

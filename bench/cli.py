@@ -138,7 +138,10 @@ def parser() -> argparse.ArgumentParser:
         "report", help="rewrite output.txt, plots and tables of run or matrix folders"
     )
     report.add_argument(
-        "folders", type=Path, nargs="+", help="folders with result.json or matrix.json"
+        "folders",
+        type=Path,
+        nargs="+",
+        help="folders with result.json, matrix.json or capacity.json",
     )
     return root
 
@@ -153,17 +156,21 @@ def missing_extras() -> list[str]:
 
 
 def rerender(folders: list[Path]) -> int:
+    from bench.capacity import rerender_capacity
     from bench.matrix import rerender_matrix
     from bench.report import render
 
     for folder in folders:
-        if (folder / "matrix.json").exists():
+        if (folder / "capacity.json").exists():
+            rerender_capacity(folder)
+        elif (folder / "matrix.json").exists():
             rerender_matrix(folder)
         elif (folder / "result.json").exists():
             render(folder)
         else:
             print(
-                f"gptapi-bench: error: {folder} has no result.json or matrix.json", file=sys.stderr
+                f"gptapi-bench: error: {folder} has no result.json, matrix.json or capacity.json",
+                file=sys.stderr,
             )
             return 2
         print(f"rewrote {folder}")

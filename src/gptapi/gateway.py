@@ -222,8 +222,8 @@ class Gateway:
         """The one path into the engine: yields a first ``Waiting`` once the request is
         admitted, more while it has no token, each delta as the engine produces it, then the
         Completion. Refusals (busy, key cap, low memory, too long, token budget, deadline)
-        raise before the first event. ``timeout_s``: the client's own limit, if shorter than
-        the server's."""
+        raise before the first event; a deadline refusal may also come while queued.
+        ``timeout_s``: the client's own limit, if shorter than the server's."""
         arrived = time.perf_counter()
         loop = asyncio.get_running_loop()
         limit_s = min(self.request_timeout_s, timeout_s or self.request_timeout_s)

@@ -175,10 +175,16 @@ def test_capacity_finds_the_users_and_rate_within_targets_and_says_so_in_one_lin
     answer = "this server serves 2 concurrent users at p95 TTFT <= 60 s and p95 latency <= 60 s"
     assert answer in result.stdout
     report = (out / "capacity.md").read_text()
-    assert answer in report and "open loop: 2 requests/s" in report
+    assert answer in report and "open loop: 2 requests per second" in report
     data = json.loads((out / "capacity.json").read_text())
     assert [p["load"] for p in data["probes"]["closed"]] == [1, 2]
     assert [p["load"] for p in data["probes"]["open"]] == [1, 2]  # 4/s is above --max-rate
     assert all(p["passed"] for p in data["probes"]["closed"])
     assert (out / "capacity.png").read_bytes().startswith(PNG_SIGNATURE)
     assert (out / "closed-2" / "output.txt").exists()
+    (out / "capacity.md").unlink()
+    rerun = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "report", str(out)], capture_output=True, text=True
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert (out / "capacity.md").read_text() == report
