@@ -76,9 +76,11 @@ def classify(status: int, body: dict[str, Any] | None, exc: BaseException | None
         if isinstance(exc, httpx.TransportError):
             return "connection_error"
         return "client_error"
-    if status == 200:
-        return None
     code = ((body or {}).get("error") or {}).get("code")
+    if status == 200:
+        # A stream that failed after its 200 (timed out, refused while queued) ends with an
+        # error event: not an answer.
+        return f"stream_error:{code}" if code else None
     by_status = {
         429: "rate_limited",
         503: "server_busy",
@@ -232,6 +234,8 @@ class LoadRun:
                     last = now
                 if event.get("usage"):
                     final = event
+                if event.get("error"):
+                    final = event  # the stream's last event: classify() counts it
         return 200, final, request_id, first, gaps
 
     async def _sample(self) -> None:

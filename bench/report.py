@@ -65,7 +65,7 @@ def _stats(values: list[float]) -> dict[str, float | None]:
     }
 
 
-_REFUSALS = ("rate_limited", "server_busy")
+_REFUSALS = ("rate_limited", "server_busy", "stream_error:deadline_unmeetable")
 
 
 def summarize(
@@ -323,11 +323,21 @@ def load_level(run_dir: Path) -> tuple[dict[str, Any], Level]:
     )
 
 
+# How a request that got its 200 may end in the server's log, as a success.
+_ANSWERED = ("stop", "length", "tool_calls")
+
+
 def _result_fields(record: dict[str, Any]) -> dict[str, Any]:
     # Older files (before 2026-12-02) kept only the server's memory_end.
     if "server_memory" in record:
         memory = record.pop("server_memory")
         record["server"] = {"memory_end": memory} if memory else None
+    # Runs before 2026-12-07 counted a stream that ended in an error event as answered; the
+    # server's own end reason tells.
+    end = (record.get("server") or {}).get("end_reason")
+    answered = end is None or end in _ANSWERED
+    if record.get("error_kind") is None and record.get("status") == 200 and not answered:
+        record["error_kind"] = f"stream_error:{end}"
     return record
 
 

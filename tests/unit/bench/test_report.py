@@ -31,3 +31,20 @@ def test_refusals_are_not_counted_as_accepted_and_timeouts_lower_the_goodput() -
     assert s["forecast_ratio"]["max"] == 1.25
     line = next(x for x in summary_lines(s) if x.startswith("refused"))
     assert "refused: 1 (1 within 1 s, slowest 20ms); goodput 0.67" in line
+
+
+def test_a_stream_that_ends_with_an_error_event_is_not_an_answer() -> None:
+    from bench.load import classify
+
+    timed_out = {"error": {"code": "request_timeout", "type": "timeout_error"}}
+    assert classify(200, timed_out, None) == "stream_error:request_timeout"
+    assert classify(200, {"usage": {"completion_tokens": 4}}, None) is None
+    assert classify(200, None, None) is None
+    results = [
+        result(200, None, 10.0),
+        result(200, "stream_error:request_timeout", 300.0),
+        result(200, "stream_error:deadline_unmeetable", 20.0),  # dropped while queued
+    ]
+    s = summarize(results, [], wall_s=300)
+    assert s["ok"] == 1 and s["refused"] == 1 and s["refused_within_1s"] == 0
+    assert s["goodput"] == 0.5
