@@ -6,7 +6,11 @@ key's request by at most one request per busy key, not by 60. Within a key, the 
 goes first: a request whose prompt is a document makes every step it is computed in slower,
 so short requests admitted behind it would all wait for it (measured on mixed-long, issue 27);
 a request is overtaken at most ``slots`` times (about one slot-full of shorter requests), so a
-long one is never starved. A key may hold at most ``max_per_key`` requests decoding or queued;
+long one is never starved, and fewer when its deadline leaves less room (``allow_overtakes``):
+each overtake pushes its start back by about one slot's turn, and a promise made at admission
+(it will finish in time) is not broken by requests admitted after it.
+
+A key may hold at most ``max_per_key`` requests decoding or queued;
 beyond that it gets 429, and a full or draining server 503, both before any work (tokenizing
 included) is done.
 
@@ -23,6 +27,7 @@ import asyncio
 import math
 import time
 from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from gptapi.errors import KeyBusy, ServerBusy
@@ -45,6 +50,7 @@ class Ticket:
     left: bool = False
     prompt_tokens: int = 0  # known once tokenized (a moment after entering); 0 until then
     overtaken: int = 0  # shorter requests of its key admitted before it
+    overtake_budget: int = 0  # how often it may be overtaken: set on entering, lowered by slack
     max_tokens: int = 0  # known with prompt_tokens; 0 until then
 
     @property
@@ -144,7 +150,7 @@ class Admission:
                 f"server allows one key (GPTAPI_MAX_INFLIGHT_PER_KEY={self.max_per_key})",
                 self.retry_after_s(len(self._queues)),
             )
-        ticket = Ticket(key)
+        ticket = Ticket(key, overtake_budget=self.max_overtaken)
         if free:
             self.busy += 1
             self._grant(ticket)
@@ -171,8 +177,8 @@ class Admission:
         own = self._queues.get(ticket.key)
         if own is None or ticket not in own:
             return 0
-        # This ticket is served in round `index` (sorted() keeps arrival order between equals).
-        index = sorted(own, key=lambda t: t.prompt_tokens).index(ticket)
+        # This ticket is served in round `index`.
+        index = _serving_order(own).index(ticket)
         keys = list(self._queues)
         mine = keys.index(ticket.key)
         before = index
@@ -239,16 +245,24 @@ class Admission:
         return False
 
     def _next_of_key(self, tickets: deque[Ticket]) -> Ticket:
-        """Remove and return the key's next ticket: the first one already overtaken
-        ``max_overtaken`` times, else the shortest prompt (ties: arrival order)."""
-        due = next((t for t in tickets if t.overtaken >= self.max_overtaken), None)
-        chosen = due or min(tickets, key=lambda t: t.prompt_tokens)
+        """Remove and return the key's next ticket (``_choose``)."""
+        chosen = _choose(tickets, {t: t.overtaken for t in tickets})
         for ticket in tickets:
             if ticket is chosen:
                 break
             ticket.overtaken += 1
         tickets.remove(chosen)
         return chosen
+
+    def allow_overtakes(self, ticket: Ticket, slack_s: float, service_s: float) -> None:
+        """A queued ticket forecast to finish ``slack_s`` before its deadline may be
+        overtaken only as often as that slack absorbs: each overtake costs it about one slot's
+        turn (``service_s`` / slots, the spacing of slots freeing)."""
+        if ticket.holds_slot:
+            return
+        turn_s = max(service_s / self.slots, 1e-3)
+        more = max(0, math.floor(slack_s / turn_s))
+        ticket.overtake_budget = min(ticket.overtake_budget, ticket.overtaken + more)
 
     def _dequeue(self, ticket: Ticket) -> None:
         tickets = self._queues.get(ticket.key)
@@ -257,3 +271,25 @@ class Admission:
             self._queued -= 1
             if not tickets:
                 del self._queues[ticket.key]
+
+
+def _choose(waiting: Iterable[Ticket], overtaken: dict[Ticket, int]) -> Ticket:
+    """The next of a key's waiting tickets: the first whose overtakes are used up, else the
+    shortest prompt (ties: arrival order)."""
+    waiting = list(waiting)
+    due = next((t for t in waiting if overtaken[t] >= t.overtake_budget), None)
+    return due or min(waiting, key=lambda t: t.prompt_tokens)
+
+
+def _serving_order(tickets: Iterable[Ticket]) -> list[Ticket]:
+    """The order ``_next_of_key`` would serve these tickets in if nobody else arrived."""
+    waiting = list(tickets)
+    overtaken = {t: t.overtaken for t in waiting}
+    order: list[Ticket] = []
+    while waiting:
+        chosen = _choose(waiting, overtaken)
+        for ticket in waiting[: waiting.index(chosen)]:
+            overtaken[ticket] += 1
+        waiting.remove(chosen)
+        order.append(chosen)
+    return order

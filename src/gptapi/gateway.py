@@ -190,7 +190,8 @@ class Gateway:
         # Requests that will decode beside it: every one admitted or queued, up to the slots.
         batch = min(self.engine.slots, self.admission.busy + self.admission.queued)
         start_s = self.admission.start_s(ticket, batch)
-        expected_s = start_s + forecast.service_s(tokens, params.max_tokens, batch=batch)
+        service_s = forecast.service_s(tokens, params.max_tokens, batch=batch)
+        expected_s = start_s + service_s
         # Holding a slot already: refused only if even its own work alone, at the fastest
         # pace seen, is late (a refusal needs evidence that the best case is late).
         best_s = (
@@ -209,6 +210,8 @@ class Gateway:
                 ),
                 "deadline",
             )
+        # Shorter requests admitted later may pass it only as often as its slack absorbs.
+        self.admission.allow_overtakes(ticket, left_s - expected_s, service_s)
         return expected_s
 
     async def stream(

@@ -202,7 +202,8 @@ def test_within_a_key_the_shortest_prompt_goes_first_but_a_long_one_is_not_starv
         other_key = admission.enter("other")  # key turns come first: not passed by "k"'s
         other_key.prompt_tokens = 4000
         assert admission.position(shorts[0]) == 1
-        assert admission.position(document) == 7  # after its key's 5 shorter ones and "other"
+        # After 3 shorter ones of its key (its overtakes) and "other", in the turns below.
+        assert admission.position(document) == 5
         served = []
         current = running
         for _ in range(7):
@@ -213,5 +214,33 @@ def test_within_a_key_the_shortest_prompt_goes_first_but_a_long_one_is_not_starv
         # k, other, k, ...: the document is passed by 3 shorter ones, then goes.
         assert served == ["s", "other", "s", "s", "doc", "s", "s"]
         admission.leave(current)
+
+    asyncio.run(scenario())
+
+
+def test_a_queued_request_with_little_slack_is_overtaken_only_as_often_as_it_absorbs() -> None:
+    async def scenario() -> None:
+        admission = Admission(slots=2, max_queue=100)
+        running = [admission.enter("k") for _ in range(2)]
+        document = admission.enter("k")
+        document.prompt_tokens = 2500
+        # Forecast to finish 25 s before its deadline; a slot frees every 20 s (40 s / 2):
+        # one overtake fits, a second would make it late.
+        admission.allow_overtakes(document, slack_s=25.0, service_s=40.0)
+        assert document.overtake_budget == 1
+        admission.allow_overtakes(document, slack_s=100.0, service_s=40.0)
+        assert document.overtake_budget == 1  # a budget is never raised again
+        shorts = [admission.enter("k") for _ in range(3)]
+        for ticket in shorts:
+            ticket.prompt_tokens = 20
+        assert admission.position(document) == 2  # the shortest one first, then it
+        assert admission.position(shorts[1]) == 3
+        admission.leave(running[0])
+        assert shorts[0].holds_slot
+        admission.leave(running[1])
+        assert document.holds_slot
+        for ticket in (*running, document, *shorts):
+            admission.leave(ticket)
+        assert admission.busy == 0 and admission.queued == 0
 
     asyncio.run(scenario())

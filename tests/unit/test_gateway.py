@@ -296,3 +296,27 @@ def test_a_burst_on_a_fresh_server_is_forecast_from_the_start_up_speeds() -> Non
             await stream.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_shorter_request_admitted_later_does_not_pass_one_it_would_make_late() -> None:
+    """Within a key the shortest prompt goes first, but not past a queued request whose
+    forecast leaves no room for it: the promise made at its admission holds."""
+
+    async def scenario() -> None:
+        speeds = Speeds(prompt_token_s=0.0, decode_1_s=1.0, decode_full_s=1.0, slots=1)
+        engine = FakeEngine(measured=speeds)  # one slot; 4 tokens take ~4 s
+        gateway = make_gateway(engine, max_queue=10)
+        running = gateway.stream("a", PARAMS, record=record(), timeout_s=30)
+        await anext(running)  # holds the slot for ~4 s
+        # Behind it, ~8 s to finish with 9 s left: no room to be passed by a 4-s request.
+        tight = gateway.stream("w w w w w w", PARAMS, record=record(), timeout_s=9)
+        roomy = gateway.stream("x x x x x x", PARAMS, record=record(), timeout_s=30)
+        short = gateway.stream("y", PARAMS, record=record(), timeout_s=30)
+        for stream in (tight, roomy, short):
+            assert isinstance(await anext(stream), Waiting)
+        order = sorted(gateway.admission._queues["k"], key=gateway.admission.position)
+        assert [t.prompt_tokens for t in order] == [6, 1, 6]  # tight, short, then roomy
+        for stream in (running, tight, roomy, short):
+            await stream.aclose()
+
+    asyncio.run(scenario())
