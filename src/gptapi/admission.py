@@ -30,7 +30,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from gptapi.errors import KeyBusy, ServerBusy
+from gptapi.errors import DeadlineUnmeetable, KeyBusy, ServerBusy
 from gptapi.forecast import Forecast
 
 _RATE_WINDOW = 32  # completions the service rate is measured over
@@ -127,6 +127,38 @@ class Admission:
         return self.forecast.start_s(
             [max(floor, r) for r in busy], self.slots - len(busy), [mean_queued] * ahead
         )
+
+    def finish_s(self, ticket: Ticket, left_s: float, tolerance: float = 1.0) -> float | None:
+        """Forecast seconds until the ticket's request finishes (None: no evidence yet), or
+        raise DeadlineUnmeetable if that is more than ``left_s`` x ``tolerance``. A queued
+        ticket's overtakes are then limited to what its slack absorbs."""
+        forecast = self.forecast
+        if not forecast.ready:
+            return None
+        prompt, max_tokens = ticket.prompt_tokens, ticket.max_tokens
+        # Requests that will decode beside it: every one admitted or queued, up to the slots.
+        batch = min(self.slots, self.busy + self._queued)
+        start_s = self.start_s(ticket, batch)
+        service_s = forecast.service_s(prompt, max_tokens, batch=batch)
+        expected_s = start_s + service_s
+        # Holding a slot already: refused only if even its own work alone, at the fastest
+        # pace seen, is late (a refusal needs evidence that the best case is late).
+        best_s = (
+            forecast.service_s(prompt, max_tokens, batch=batch, fastest=True)
+            if ticket.holds_slot
+            else expected_s
+        )
+        if best_s > left_s * tolerance:
+            raise DeadlineUnmeetable(
+                f"this request would finish in about {expected_s:.0f} s (prompt {prompt} "
+                f"tokens, max_tokens {max_tokens}, {service_s:.0f} s of its own work at the "
+                f"current load), past its {left_s:.0f} s limit; retry later, or ask for fewer "
+                "tokens",
+                min(_MAX_RETRY_AFTER_S, max(1, math.ceil(best_s - left_s))),
+            )
+        # Shorter requests admitted later may pass it only as often as its slack absorbs.
+        self.allow_overtakes(ticket, left_s - expected_s, service_s)
+        return expected_s
 
     # --- entering and leaving -------------------------------------------------------------
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing, suppress
@@ -174,7 +173,6 @@ class Gateway:
     def _check_deadline(
         self,
         ticket: Ticket,
-        tokens: int,
         params: SamplingParams,
         left_s: float,
         tolerance: float = 1.0,
@@ -185,34 +183,12 @@ class Gateway:
         if forecast.speeds is None:
             forecast.speeds = self.engine.speeds()
         ticket.max_tokens = params.max_tokens  # prompt_tokens: set once tokenized
-        if not (self.refuse_late and forecast.ready):
+        if not self.refuse_late:
             return None
-        # Requests that will decode beside it: every one admitted or queued, up to the slots.
-        batch = min(self.engine.slots, self.admission.busy + self.admission.queued)
-        start_s = self.admission.start_s(ticket, batch)
-        service_s = forecast.service_s(tokens, params.max_tokens, batch=batch)
-        expected_s = start_s + service_s
-        # Holding a slot already: refused only if even its own work alone, at the fastest
-        # pace seen, is late (a refusal needs evidence that the best case is late).
-        best_s = (
-            forecast.service_s(tokens, params.max_tokens, batch=batch, fastest=True)
-            if ticket.holds_slot
-            else expected_s
-        )
-        if best_s > left_s * tolerance:
-            self._refuse(
-                DeadlineUnmeetable(
-                    f"this request would finish in about {expected_s:.0f} s (prompt {tokens} "
-                    f"tokens, max_tokens {params.max_tokens}, {expected_s - start_s:.0f} s of "
-                    f"its own work at the current load), past its {left_s:.0f} s limit; retry "
-                    "later, or ask for fewer tokens",
-                    min(3600, max(1, math.ceil(best_s - left_s))),
-                ),
-                "deadline",
-            )
-        # Shorter requests admitted later may pass it only as often as its slack absorbs.
-        self.admission.allow_overtakes(ticket, left_s - expected_s, service_s)
-        return expected_s
+        try:
+            return self.admission.finish_s(ticket, left_s, tolerance)
+        except DeadlineUnmeetable as exc:
+            self._refuse(exc, "deadline")
 
     async def stream(
         self,
@@ -261,7 +237,7 @@ class Gateway:
                     await asyncio.to_thread(self.token_limits.take_tokens, key, len(tokens))
                 except TokenBudgetExhausted as exc:
                     self._refuse(exc, "token_rate")
-            forecast_s = self._check_deadline(ticket, len(tokens), params, deadline - loop.time())
+            forecast_s = self._check_deadline(ticket, params, deadline - loop.time())
             if forecast_s is not None:
                 record.forecast(time.perf_counter() - arrived + forecast_s)
             if self.metrics is not None:
@@ -275,9 +251,7 @@ class Gateway:
                 # What is measured meanwhile (a burst on a fresh server) may show it is late.
                 # It has paid for its wait already: dropping it takes a clearer miss than
                 # not starting it (latency ÷ forecast reached p95 1.57 on the heavy twin).
-                self._check_deadline(
-                    ticket, len(tokens), params, deadline - loop.time(), _RECHECK_TOLERANCE
-                )
+                self._check_deadline(ticket, params, deadline - loop.time(), _RECHECK_TOLERANCE)
                 yield Waiting(self.admission.position(ticket), 0, len(tokens))
             queue_s = time.perf_counter() - arrived
             record.started(queue_s)
