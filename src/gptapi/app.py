@@ -82,6 +82,7 @@ async def _load_engine(
         max_queue=settings.max_queue,
         request_timeout_s=settings.request_timeout_s,
         refuse_late=settings.deadline_forecast,
+        deadline_margin=settings.deadline_margin,
         max_per_key=settings.max_inflight_per_key,
         min_free_bytes=settings.min_free_mb * 2**20,
         memory_limit=app.state.memory_limit,

@@ -109,6 +109,14 @@ class Settings(BaseSettings):
         "of it) and refuse at once (503 deadline_unmeetable) one that would end past its time "
         "limit, instead of a 504 after the wait.",
     )
+    deadline_margin: float = Field(
+        1.1,
+        ge=1.0,
+        le=3.0,
+        description="A request is admitted only if its forecast time to finish x this margin is "
+        "within its limit: the start-up speeds are measured on an idle server, and loaded steps "
+        "ran 1.09-1.32x slower on the 4B twin (docs/stress-test.md). 1.0: no margin.",
+    )
     shutdown_grace_s: float = Field(
         30.0, ge=0, le=3600, description="On SIGTERM, how long running requests may finish."
     )

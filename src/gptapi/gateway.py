@@ -111,6 +111,7 @@ class Gateway:
         max_queue: int,
         request_timeout_s: float,
         refuse_late: bool = True,
+        deadline_margin: float = 1.0,
         max_per_key: int | None = None,
         min_free_bytes: int = 0,
         memory_limit: MemoryLimit | None = None,
@@ -124,6 +125,7 @@ class Gateway:
         self.admission = Admission(engine.slots, max_queue, max_per_key)
         self.request_timeout_s = request_timeout_s
         self.refuse_late = refuse_late
+        self.deadline_margin = deadline_margin
         self.min_free_bytes = min_free_bytes
         self.memory_limit = memory_limit or MemoryLimit.detect()
         self.keepalive_s = keepalive_s
@@ -237,7 +239,11 @@ class Gateway:
                     await asyncio.to_thread(self.token_limits.take_tokens, key, len(tokens))
                 except TokenBudgetExhausted as exc:
                     self._refuse(exc, "token_rate")
-            forecast_s = self._check_deadline(ticket, params, deadline - loop.time())
+            # Admitted with a margin (start-up speeds are an idle server's); re-checked with a
+            # tolerance instead: it has paid for its wait already.
+            forecast_s = self._check_deadline(
+                ticket, params, deadline - loop.time(), 1 / self.deadline_margin
+            )
             if forecast_s is not None:
                 record.forecast(time.perf_counter() - arrived + forecast_s)
             if self.metrics is not None:

@@ -320,3 +320,27 @@ def test_a_shorter_request_admitted_later_does_not_pass_one_it_would_make_late()
             await stream.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_request_is_admitted_only_with_the_margin_its_forecast_needs() -> None:
+    """Start-up speeds are an idle server's: admission asks for the forecast x the margin to fit,
+    while a request already waiting is re-checked with a tolerance instead."""
+
+    async def scenario() -> None:
+        speeds = Speeds(prompt_token_s=0.0, decode_1_s=1.0, decode_full_s=1.0, slots=1)
+        outcomes = []
+        for margin in (1.0, 1.5):
+            engine = FakeEngine(measured=speeds)  # one slot; 4 tokens take ~4 s
+            engine.release.set()
+            gateway = make_gateway(engine, deadline_margin=margin)
+            try:
+                # ~4 s of work within 5 s: fits as forecast, not with half again on top.
+                events = [
+                    e async for e in gateway.stream("a", PARAMS, record=record(), timeout_s=5)
+                ]
+                outcomes.append(type(events[-1]).__name__)
+            except DeadlineUnmeetable:
+                outcomes.append("refused")
+        assert outcomes == ["Completion", "refused"]
+
+    asyncio.run(scenario())
