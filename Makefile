@@ -25,18 +25,21 @@ lint: install
 	$(BIN)/mypy
 
 # The shared rate-limit and scale-out tests run a real redis-server and nginx, the dashboard
-# test a real Prometheus (Debian packages).
+# test a real Prometheus, the playground test a headless Chromium through chromedriver (Debian
+# packages; chromium-driver's binary is chromedriver).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-SYSTEM_PACKAGES := redis-server nginx prometheus
+SYSTEM_SERVICES := redis-server nginx prometheus
+SYSTEM_PACKAGES := $(SYSTEM_SERVICES) chromium chromium-driver
+SYSTEM_BINARIES := $(SYSTEM_SERVICES) chromium chromedriver
 system-deps:
-	@missing=""; for b in redis-server nginx prometheus; do \
+	@missing=""; for b in $(SYSTEM_BINARIES); do \
 	  command -v $$b >/dev/null || [ -x /usr/sbin/$$b ] || missing="$$missing $$b"; done; \
 	  if [ -n "$$missing" ]; then \
-	    echo "installing$$missing (Debian) for the rate-limit, scale-out and dashboard tests"; \
+	    echo "installing$$missing (Debian) for the rate-limit, scale-out, dashboard and browser tests"; \
 	    $(SUDO) apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \
 	    { $(SUDO) apt-get update -q && \
 	      $(SUDO) apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES); }; \
-	    for s in $(SYSTEM_PACKAGES); do $(SUDO) service $$s stop >/dev/null 2>&1 || true; done; \
+	    for s in $(SYSTEM_SERVICES); do $(SUDO) service $$s stop >/dev/null 2>&1 || true; done; \
 	  fi  # the tests start their own on free ports: the packages' default services are stopped
 
 test: lint system-deps

@@ -24,6 +24,7 @@ from gptapi.serve import mark_worker_ready, unmark_worker_ready
 from gptapi.telemetry.headroom import MemoryLimit
 from gptapi.telemetry.memory import snapshot, snapshot_cost_s
 from gptapi.telemetry.metrics import Metrics
+from gptapi.telemetry.recent import RecentRequests
 from gptapi.telemetry.requestlog import JsonLinesLog
 
 log = logging.getLogger("gptapi")
@@ -184,6 +185,7 @@ def create_app(
     app.state.gateway = None
     app.state.load_error = None
     app.state.request_log = None
+    app.state.recent_requests = RecentRequests(settings.monitor_recent_requests)
     app.state.memory_limit = MemoryLimit.detect()
     app.state.metrics = Metrics()
     app.state.metrics.track_memory_limit(app.state.memory_limit)

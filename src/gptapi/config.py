@@ -198,6 +198,14 @@ class Settings(BaseSettings):
     mem_sample_s: float = Field(
         1.0, ge=0, le=3600, description="Seconds between memory.jsonl samples (0 = off)."
     )
+    monitor_recent_requests: int = Field(
+        100,
+        ge=0,
+        le=1000,
+        description="Last requests (their request-log fields: tokens, timings, RAM; no text, "
+        "key ids only) each process keeps in memory for GET /monitor/requests and the page at "
+        "/ (0 = none kept).",
+    )
     min_free_mb: int = Field(
         256,
         ge=0,

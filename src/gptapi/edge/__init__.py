@@ -29,11 +29,15 @@ from gptapi.edge.context import RequestContext
 from gptapi.edge.headers import SecurityHeaders
 from gptapi.edge.ratelimit import RateLimit, RateLimits
 from gptapi.edge.responses import install_error_handlers
+from gptapi.web import PAGE_PATHS
 
-# Paths anyone may call without a key: probes, and the API's own description. Everything else
-# needs one, including paths no route serves (a 404 is for key holders only).
-OPEN_PATHS = frozenset(
-    {"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+# Paths anyone may call without a key: probes, the API's own description, and the playground
+# page with its static files (exact paths, listed in gptapi.web; every call the page makes needs
+# a key). Everything else needs one, including paths no route serves (a 404 is for key holders
+# only).
+OPEN_PATHS = (
+    frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+    | PAGE_PATHS
 )
 
 

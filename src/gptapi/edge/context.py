@@ -18,13 +18,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gptapi.edge.responses import error_response
 from gptapi.errors import InternalError
 from gptapi.telemetry.memory import MemorySnapshot, delta, snapshot
+from gptapi.telemetry.recent import RecentRequests
 from gptapi.telemetry.requestlog import RequestRecord
 
 errors_log = logging.getLogger("gptapi.errors")
 
 REQUEST_ID_HEADER = "x-request-id"
-# Probes and scrapes arrive every few seconds; log them only when they fail.
-_QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+# Probes, scrapes and the monitor page's polls arrive every few seconds; log them only when
+# they fail (the polls would also push the requests they watch out of the monitor's ring).
+_QUIET_PATHS = frozenset({"/health", "/ready", "/metrics", "/monitor/stats", "/monitor/requests"})
 
 
 class RequestContext:
@@ -87,7 +89,12 @@ class RequestContext:
                 mem_end = (
                     None if mem_start is None else await asyncio.to_thread(snapshot, fresh=False)
                 )
-                log.write(_entry(record, status, started_at, total_s, mem_start, mem_end))
+                entry = _entry(record, status, started_at, total_s, mem_start, mem_end)
+                log.write(entry)
+                # The same line, for GET /monitor/requests (it keeps no text and no key).
+                recent: RecentRequests | None = getattr(app_state, "recent_requests", None)
+                if recent is not None:
+                    recent.add(entry)
 
     @staticmethod
     def _route_label(scope: Scope, app_state: Any) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gptapi.web import PAGE_PATHS
+
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -14,6 +16,14 @@ _SECURITY_HEADERS = [
 # a CDN, so they keep the browser defaults.
 _API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 _DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
+# The playground page and its assets (gptapi.web): scripts and styles from this origin's files
+# only, never inline, so model output that reached the DOM as markup still could not run; calls
+# to this origin only (the key goes nowhere else); no forms posted, no framing, no <base>.
+_PAGE_CSP = (
+    b"content-security-policy",
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    b"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+)
 
 
 class SecurityHeaders:
@@ -30,7 +40,9 @@ class SecurityHeaders:
 
 def _with_security_headers(send: Send, path: str) -> Send:
     extra = list(_SECURITY_HEADERS)
-    if path not in _DOCS_PATHS:
+    if path in PAGE_PATHS:
+        extra.append(_PAGE_CSP)
+    elif path not in _DOCS_PATHS:
         extra.append(_API_CSP)
 
     async def sending(message: Message) -> None:
