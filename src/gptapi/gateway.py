@@ -182,8 +182,8 @@ class Gateway:
         """Refuse now what the forecast says would finish more than ``left_s`` x ``tolerance``
         from now. Returns the expected seconds to finish (None: no evidence yet)."""
         forecast = self.admission.forecast
-        if forecast.speeds is None:
-            forecast.speeds = self.engine.speeds()
+        # Start-up speeds, then the decode steps as served (engine/base.py Speeds.after_step).
+        forecast.speeds = self.engine.speeds() or forecast.speeds
         ticket.max_tokens = params.max_tokens  # prompt_tokens: set once tokenized
         if not self.refuse_late:
             return None

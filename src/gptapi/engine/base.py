@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -123,9 +123,13 @@ class PromptStats:
     cache_evictions: int
 
 
+_STEP_WEIGHT = 0.3  # weight of the newest whole step in the decode times served
+
+
 @dataclass(frozen=True)
 class Speeds:
-    """This machine's speeds for this model, measured by the engine at start-up (idle)."""
+    """This machine's speeds for this model: measured by the engine at start-up (idle), then
+    the decode steps as served (``after_step``)."""
 
     prompt_token_s: float  # seconds per prompt token in a whole chunk
     decode_1_s: float  # a step decoding one sequence's token
@@ -138,6 +142,22 @@ class Speeds:
             return self.decode_1_s
         share = (min(max(n, 1), self.slots) - 1) / (self.slots - 1)
         return self.decode_1_s + share * (self.decode_full_s - self.decode_1_s)
+
+    def after_step(self, n_decoding: int, n_prompt: int, seconds: float) -> Speeds:
+        """These speeds with a served step of 1 or ``slots`` decoding tokens and no prompt
+        folded in (a moving average). ``seconds`` is the whole step, sampling included: the
+        start-up measurement is one bare ``llama_decode`` on an idle machine, and served steps
+        took 1.09-1.66x as long on the 4B twin (docs/stress-test.md), which the first forecasts
+        of a burst then missed."""
+        if n_prompt or n_decoding not in (1, self.slots):
+            return self
+
+        def moved(old: float) -> float:
+            return (1 - _STEP_WEIGHT) * old + _STEP_WEIGHT * seconds
+
+        if n_decoding == self.slots:
+            return replace(self, decode_full_s=moved(self.decode_full_s))
+        return replace(self, decode_1_s=moved(self.decode_1_s))
 
 
 class EngineError(Exception):
@@ -186,8 +206,8 @@ class Engine(Protocol):
         ...
 
     def speeds(self) -> Speeds | None:
-        """Speeds measured at start-up, for the deadline forecast before any request has been
-        measured; None when this engine has none."""
+        """Speeds measured at start-up, then updated by the decode steps served, for the
+        deadline forecast before any request has finished; None when this engine has none."""
         ...
 
     def healthy(self) -> bool:

@@ -448,6 +448,9 @@ class Scheduler:
             if seq.grammar is not None and seq.grammar.active:
                 # Stop strings apply up to the trigger (included), not inside the calls.
                 seq.out.end_stops()
+        # The step as served, for the deadline forecast. A new frozen object each time: the
+        # event loop reads the reference (engine.speeds()) and never sees half an update.
+        self.speeds = self.speeds.after_step(*self._step_tokens, time.perf_counter() - started)
 
     def _outgrows_window(self, seq: Sequence) -> bool:
         return (
