@@ -4,7 +4,7 @@ chat and its Stop, the three task forms, the monitor following a burst, a wrong 
 all under the page's strict CSP (the browser's console must report no violation).
 
 Screenshots of each view go to $GPTAPI_SCREENSHOT_DIR (default tests/artifacts/screenshots,
-git-ignored); with GPTAPI_DOCS_SCREENSHOT=1 the monitor's also goes to docs/images/playground.png.
+git-ignored). README's picture of the monitor under load comes from scripts/monitor_screenshot.py.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ WRONG_KEY = "wrong-key-0123456789abcdef"
 SHOTS = Path(
     os.environ.get("GPTAPI_SCREENSHOT_DIR") or REPO / "tests" / "artifacts" / "screenshots"
 )
-DOCS_SHOT = REPO / "docs" / "images" / "playground.png"
 # Long enough that Stop comes while tokens still arrive (greedy: the model counts on).
 LONG_PROMPT = "Count from 1 to 500, one number per line, with nothing else."
 LONG_MAX_TOKENS = 400
@@ -253,9 +252,6 @@ def test_the_monitor_follows_a_burst_of_requests(page: WebDriver, live_server: L
     assert all(API_KEY not in r for r in rows)
     wait(page, lambda d: float(by_id(d, "plot-tps").get_attribute("data-peak") or 0) > 0, 30)
     shoot(page, "monitor")
-    if os.environ.get("GPTAPI_DOCS_SCREENSHOT") == "1":
-        DOCS_SHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.save_screenshot(str(DOCS_SHOT))
 
 
 def test_the_page_answers_without_a_key_and_its_calls_need_one(live_server: LiveServer) -> None:
