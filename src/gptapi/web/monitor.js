@@ -18,9 +18,15 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 let plots = null;
 let shown = false;
 let generation = 0; // bumped to end the running poll loops
-// pid -> recent {t, tokens} readings: with --workers N each poll reaches one process, whose
-// counters are its own, so a rate compares readings of one process only.
+// "pid counter" -> recent {t, value} readings: with --workers N each poll reaches one process,
+// whose counters are its own, so a rate compares readings of one process only.
 const readings = new Map();
+// Refusal reasons (src/gptapi/errors.py RefusalReason) in the three lines of the refusals plot.
+const REFUSAL_GROUPS = {
+  deadline: ["deadline"],
+  "busy / limits": ["queue_full", "key_in_flight", "token_rate", "low_memory", "draining"],
+  other: ["context_length", "kv_full", "engine_unavailable"],
+};
 
 function makePlots() {
   const count = (value) => formatNumber(value, 1);
@@ -31,6 +37,10 @@ function makePlots() {
     }),
     slots: new TimePlot(byId("plot-slots"), { series: ["busy", "queued"], format: count }),
     tps: new TimePlot(byId("plot-tps"), { series: ["tokens/s"], format: count }),
+    refusals: new TimePlot(byId("plot-refusals"), {
+      series: Object.keys(REFUSAL_GROUPS),
+      format: count,
+    }),
     cache: new TimePlot(byId("plot-cache"), {
       series: ["held", "budget"],
       format: formatBytes,
@@ -44,14 +54,23 @@ function showError(message) {
   box.hidden = !message;
 }
 
-function tokensPerSecond(stats) {
+// A counter's rise per second over the last RATE_WINDOW_S of this process's readings.
+function perSecond(stats, name, value) {
   const now = stats.monotonic_s;
-  const kept = (readings.get(stats.pid) || []).filter((r) => r.t >= now - RATE_WINDOW_S);
-  kept.push({ t: now, tokens: stats.completion_tokens_total });
-  readings.set(stats.pid, kept);
+  const key = `${stats.pid} ${name}`;
+  const kept = (readings.get(key) || []).filter((r) => r.t >= now - RATE_WINDOW_S);
+  kept.push({ t: now, value });
+  readings.set(key, kept);
   const first = kept[0];
-  const rate = (stats.completion_tokens_total - first.tokens) / (now - first.t);
+  const rate = (value - first.value) / (now - first.t);
   return Number.isFinite(rate) && rate >= 0 ? rate : null; // one reading: no rate yet
+}
+
+function refusalRates(stats) {
+  return Object.entries(REFUSAL_GROUPS).map(([group, reasons]) => {
+    const total = reasons.reduce((sum, reason) => sum + (stats.refusals[reason] || 0), 0);
+    return perSecond(stats, `refusals ${group}`, total);
+  });
 }
 
 function setText(id, text) {
@@ -61,7 +80,7 @@ function setText(id, text) {
 function renderStats(stats) {
   const memory = stats.memory;
   const cache = stats.prompt_cache;
-  const rate = tokensPerSecond(stats);
+  const rate = perSecond(stats, "tokens", stats.completion_tokens_total);
   setText("stat-busy", stats.slots === null ? "–" : `${stats.busy_slots} / ${stats.slots}`);
   setText("stat-queued", formatNumber(stats.queued));
   setText("stat-tps", formatNumber(rate, 1));
@@ -81,6 +100,7 @@ function renderStats(stats) {
   ]);
   plots.slots.push(t, [stats.busy_slots, stats.queued]);
   plots.tps.push(t, [rate]);
+  plots.refusals.push(t, refusalRates(stats));
   plots.cache.push(t, cache === null ? [null, null] : [cache.bytes, cache.budget_bytes]);
 
   const rows = Object.entries(stats.refusals).map(([reason, count]) =>

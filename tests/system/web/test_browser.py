@@ -251,6 +251,15 @@ def test_the_monitor_follows_a_burst_of_requests(page: WebDriver, live_server: L
     assert sum("/generate-text" in r for r in rows) >= 8, rows
     assert all(API_KEY not in r for r in rows)
     wait(page, lambda d: float(by_id(d, "plot-tps").get_attribute("data-peak") or 0) > 0, 30)
+    # Refusals show as a rate: requests whose own deadline no forecast can meet.
+    with live_server.client() as client:
+        for _ in range(3):
+            refused = client.post(
+                "/generate-text", json={"prompt": "Hi", "max_tokens": 64},
+                headers={"X-Request-Timeout": "0.001"},
+            )  # fmt: skip
+            assert refused.status_code == 503, refused.text
+    wait(page, lambda d: float(by_id(d, "plot-refusals").get_attribute("data-peak") or 0) > 0, 30)
     shoot(page, "monitor")
 
 

@@ -245,3 +245,15 @@ def test_the_ring_skips_keyless_entries_and_drops_fields_it_does_not_name() -> N
     empty = RecentRequests(0)
     empty.add({"request_id": "c", "key_id": "12345678"})
     assert len(empty) == 0
+
+
+def test_the_refusals_plot_groups_every_refusal_reason_once() -> None:
+    from typing import get_args
+
+    from gptapi.errors import RefusalReason
+
+    script = (files("gptapi.web") / "monitor.js").read_text()
+    start = script.index("const REFUSAL_GROUPS")
+    groups = script[start : script.index("};", start)].split("{", 1)[1]
+    named = re.findall(r'"([a-z_]+)"', groups)
+    assert sorted(named) == sorted(get_args(RefusalReason))
