@@ -155,8 +155,12 @@ class Speeds:
         def moved(old: float) -> float:
             return (1 - _STEP_WEIGHT) * old + _STEP_WEIGHT * seconds
 
-        if n_decoding == self.slots:
+        if n_decoding == self.slots and self.slots > 1:
             return replace(self, decode_full_s=moved(self.decode_full_s))
+        if self.slots == 1:  # one step is both counts
+            return replace(
+                self, decode_1_s=moved(self.decode_1_s), decode_full_s=moved(self.decode_full_s)
+            )
         return replace(self, decode_1_s=moved(self.decode_1_s))
 
 

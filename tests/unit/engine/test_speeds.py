@@ -24,3 +24,11 @@ def test_steps_that_carry_prompt_tokens_or_other_counts_leave_them_alone(
     decoding: int, prompt: int
 ) -> None:
     assert IDLE.after_step(decoding, prompt, 9.0) is IDLE
+
+
+def test_with_one_slot_a_served_step_is_both_counts() -> None:
+    one = Speeds(prompt_token_s=0.03, decode_1_s=0.15, decode_full_s=0.15, slots=1)
+    for _ in range(20):
+        one = one.after_step(1, 0, 0.30)
+    assert one.decode_s(1) == pytest.approx(0.30, rel=1e-3)
+    assert one.decode_full_s == pytest.approx(0.30, rel=1e-3)
