@@ -90,7 +90,7 @@ async def _load_engine(
         keepalive_s=settings.stream_keepalive_s,
         token_limits=app.state.rate_limits,
         metrics=app.state.metrics,
-        cache_scope=cache_scope_for(cache_groups(settings.prompt_cache_groups)),
+        cache_scope=app.state.cache_scope,
     )
     mark_worker_ready()
     full_ms = await asyncio.to_thread(snapshot_cost_s, 10) * 1000
@@ -186,6 +186,8 @@ def create_app(
     app.state.load_error = None
     app.state.request_log = None
     app.state.recent_requests = RecentRequests(settings.monitor_recent_requests)
+    # Which keys share computed prompts: the gateway's cache scope and the monitor's view.
+    app.state.cache_scope = cache_scope_for(cache_groups(settings.prompt_cache_groups))
     app.state.memory_limit = MemoryLimit.detect()
     app.state.metrics = Metrics()
     app.state.metrics.track_memory_limit(app.state.memory_limit)

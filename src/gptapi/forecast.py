@@ -7,7 +7,8 @@ finish.
 
 A request's *service* time (holding a slot) is forecast one of two ways:
 
-- **start-up speeds** (``engine/calibrate.py``), until ``_MIN_FINISHED`` requests have finished
+- **start-up speeds** (``engine/calibrate.py``, then moved by each decode step served:
+  ``Speeds.after_step``), until ``_MIN_FINISHED`` requests have finished
   (a burst on a fresh server): a batch of ``batch`` requests like this one takes all their
   prompts, then one decode step of ``batch`` tokens per token (``Speeds``);
 - **measured**, from finished requests, each under the load it met (which is the load the next

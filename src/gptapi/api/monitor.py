@@ -19,17 +19,15 @@ import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import cache
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from prometheus_client import Counter
 from pydantic import BaseModel, Field
 
-from gptapi.api.deps import KeyDep, SettingsDep
+from gptapi.api.deps import KeyDep
 from gptapi.api.schemas import ErrorResponse
-from gptapi.config import cache_groups
-from gptapi.gateway import Gateway, cache_scope_for
+from gptapi.gateway import Gateway
 from gptapi.telemetry.headroom import Headroom, MemoryLimit
 from gptapi.telemetry.memory import MemorySnapshot, snapshot
 from gptapi.telemetry.metrics import Metrics
@@ -189,11 +187,6 @@ async def stats(request: Request, _key: KeyDep) -> MonitorStats:
     )
 
 
-@cache
-def _scope_of(groups_spec: str) -> Callable[[str], str]:
-    return cache_scope_for(cache_groups(groups_spec))
-
-
 @router.get(
     "/requests",
     summary="The last requests this process served, with their RAM fields (no text)",
@@ -205,14 +198,13 @@ def _scope_of(groups_spec: str) -> Callable[[str], str]:
 async def recent_requests(
     request: Request,
     key_id: KeyDep,
-    settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="Most entries to return.")] = 100,
 ) -> RecentRequestList:
     """A key sees the requests of the keys whose computed prompts it may reuse
     (``GPTAPI_PROMPT_CACHE_GROUPS``: by default its own only): another key's cached_tokens and
     time to first token would tell it which prompts that key sent, the side channel the
     setting guards."""
-    scope = _scope_of(settings.prompt_cache_groups)
+    scope: Callable[[str], str] = request.app.state.cache_scope
     own = scope(key_id)
     ring: RecentRequests = request.app.state.recent_requests
     entries = ring.latest(limit, lambda other: scope(other) == own)
