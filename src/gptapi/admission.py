@@ -102,6 +102,13 @@ class Admission:
         seconds = (waiting + 1) / self.service_rate()
         return min(_MAX_RETRY_AFTER_S, max(1, math.ceil(seconds)))
 
+    def mean_prompt_tokens(self) -> float | None:
+        """The mean prompt of the requests holding a slot or queued (tokenized ones): a
+        request's batch-mates, whose prompts it waits for."""
+        known = [t.prompt_tokens for t in self._holding if t.max_tokens]
+        known += [t.prompt_tokens for q in self._queues.values() for t in q if t.max_tokens]
+        return sum(known) / len(known) if known else None
+
     def start_s(self, ticket: Ticket, batch: int) -> float:
         """Forecast seconds until the ticket holds a slot (0 if it does): the busy slots free
         as their requests' services elapse, and the requests served before it (``position``)
@@ -114,8 +121,11 @@ class Admission:
         def service(t: Ticket) -> float:
             # Not tokenized yet (a moment after entering): like this request.
             prompt, max_tokens = (t.prompt_tokens, t.max_tokens) if t.max_tokens else own
-            return self.forecast.service_s(prompt, max_tokens, batch=batch)
+            return self.forecast.service_s(
+                prompt, max_tokens, batch=batch, mates_prompt_tokens=mates
+            )
 
+        mates = self.mean_prompt_tokens()
         own = (ticket.prompt_tokens, ticket.max_tokens)
         now = time.perf_counter()
         busy = [service(t) - (now - t.acquired) for t in self._holding if t.acquired is not None]
@@ -139,7 +149,9 @@ class Admission:
         # Requests that will decode beside it: every one admitted or queued, up to the slots.
         batch = min(self.slots, self.busy + self._queued)
         start_s = self.start_s(ticket, batch)
-        service_s = forecast.service_s(prompt, max_tokens, batch=batch)
+        service_s = forecast.service_s(
+            prompt, max_tokens, batch=batch, mates_prompt_tokens=self.mean_prompt_tokens()
+        )
         expected_s = start_s + service_s
         # Holding a slot already: refused only if even its own work alone, at the fastest
         # pace seen, is late (a refusal needs evidence that the best case is late).

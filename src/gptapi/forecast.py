@@ -9,8 +9,9 @@ A request's *service* time (holding a slot) is forecast one of two ways:
 
 - **start-up speeds** (``engine/calibrate.py``, then moved by each decode step served:
   ``Speeds.after_step``), until ``_MIN_FINISHED`` requests have finished
-  (a burst on a fresh server): a batch of ``batch`` requests like this one takes all their
-  prompts, then one decode step of ``batch`` tokens per token (``Speeds``);
+  (a burst on a fresh server): a batch of ``batch`` requests takes its own prompt and its
+  batch-mates' (the mean prompt of the requests admitted now), then one decode step of
+  ``batch`` tokens per token (``Speeds``);
 - **measured**, from finished requests, each under the load it met (which is the load the next
   request meets): ``first_token_s``, slot to first token, a moving average of absolute times
   (in a batch every request waits for the batch's prompts, whatever its own length; never less
@@ -94,11 +95,18 @@ class Forecast:
         self.cached_share = average(self.cached_share, cached)
 
     def service_s(
-        self, prompt_tokens: int, max_tokens: int, *, batch: int = 1, fastest: bool = False
+        self,
+        prompt_tokens: int,
+        max_tokens: int,
+        *,
+        batch: int = 1,
+        mates_prompt_tokens: float | None = None,
+        fastest: bool = False,
     ) -> float:
         """Seconds a request would hold a slot: its prompt, then its expected tokens.
-        ``batch``: requests expected to decode beside it (start-up speeds only); ``fastest``:
-        the best case, for a request that holds a slot already."""
+        ``batch``: requests expected to decode beside it (start-up speeds only), whose prompts
+        it waits for: ``mates_prompt_tokens`` each (default: like its own); ``fastest``: the
+        best case, for a request that holds a slot already."""
         computed = prompt_tokens * (1.0 - self.cached_share)
         tokens = max(1.0, max_tokens * self.length_share)
         speeds = self.speeds
@@ -112,7 +120,11 @@ class Forecast:
         if speeds is None:
             return 0.0
         batch = max(1, min(batch, speeds.slots))
-        return batch * computed * speeds.prompt_token_s + tokens * speeds.decode_s(batch)
+        # Its batch's prompts, not its own times the batch: a 29-token prompt among ~100-token
+        # ones waited 17 s for its first token on the heavy twin, forecast 7 s from its own.
+        mates = computed if mates_prompt_tokens is None else mates_prompt_tokens
+        batch_prompt = computed + (batch - 1) * mates * (1.0 - self.cached_share)
+        return batch_prompt * speeds.prompt_token_s + tokens * speeds.decode_s(batch)
 
     def start_s(
         self, busy_remaining_s: list[float], free_slots: int, ahead_s: list[float]

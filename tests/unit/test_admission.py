@@ -6,7 +6,9 @@ import asyncio
 import pytest
 
 from gptapi.admission import Admission
-from gptapi.errors import KeyBusy, ServerBusy
+from gptapi.engine import Speeds
+from gptapi.errors import DeadlineUnmeetable, KeyBusy, ServerBusy
+from gptapi.forecast import Forecast
 
 
 async def hold(
@@ -242,5 +244,30 @@ def test_a_queued_request_with_little_slack_is_overtaken_only_as_often_as_it_abs
         for ticket in (*running, document, *shorts):
             admission.leave(ticket)
         assert admission.busy == 0 and admission.queued == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_request_is_forecast_with_the_prompts_of_the_requests_beside_it() -> None:
+    """Before anything finished, a short prompt admitted beside long ones is forecast to wait
+    for theirs too (the mean prompt of the requests holding a slot or queued)."""
+
+    async def scenario() -> None:
+        admission = Admission(slots=2, max_queue=2)
+        admission.forecast = Forecast(
+            Speeds(prompt_token_s=0.01, decode_1_s=0.1, decode_full_s=0.2, slots=2)
+        )
+        long_one, short_one = admission.enter("k"), admission.enter("k")
+        long_one.prompt_tokens, long_one.max_tokens = 190, 10
+        short_one.prompt_tokens, short_one.max_tokens = 10, 10
+        assert admission.mean_prompt_tokens() == 100
+        # Its own 10 tokens and one batch-mate's 100, then 10 steps of two sequences.
+        expected = (10 + 100) * 0.01 + 10 * 0.2
+        assert admission.finish_s(short_one, left_s=60) == pytest.approx(expected)
+        # Queued behind them, a third waits for a slot first: refused if that is too late.
+        third = admission.enter("k")
+        third.prompt_tokens, third.max_tokens = 100, 10
+        with pytest.raises(DeadlineUnmeetable):
+            admission.finish_s(third, left_s=expected * 1.5)
 
     asyncio.run(scenario())

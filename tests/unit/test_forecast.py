@@ -73,3 +73,13 @@ def test_a_request_starts_when_the_requests_ahead_have_taken_the_earliest_free_s
     # (until 11); ours gets the slot free at 8.
     assert forecast.start_s([3.0, 8.0], 0, [4.0, 4.0]) == 8.0
     assert forecast.start_s([3.0], 1, [4.0]) == 3.0
+
+
+def test_a_short_prompt_in_a_batch_waits_for_its_batch_mates_longer_prompts() -> None:
+    forecast = Forecast(SPEEDS)
+    # A 10-token prompt among 100-token ones: its own and two others', then 10 steps of three.
+    assert forecast.service_s(10, 10, batch=3, mates_prompt_tokens=100) == pytest.approx(
+        (10 + 2 * 100) * 0.01 + 10 * 0.2
+    )
+    # Without batch-mates' lengths, they are taken as like its own.
+    assert forecast.service_s(10, 10, batch=3) == pytest.approx(3 * 10 * 0.01 + 10 * 0.2)

@@ -152,7 +152,13 @@ class Scheduler:
         # A token may belong to every slot's sequence at once (a shared prompt prefix).
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, slots)
         self.speeds = measure_speeds(
-            self.ctx, self.memory, self.batch, slots=slots, n_batch=n_batch, n_vocab=self.n_vocab
+            self.ctx,
+            self.memory,
+            self.batch,
+            slots=slots,
+            n_batch=n_batch,
+            n_vocab=self.n_vocab,
+            n_ctx=n_ctx_per_slot,
         )
         self.step_budget.start_from(self.speeds)
         self._free_ids = list(range(slots))
