@@ -162,10 +162,10 @@ class Admission:
         )
         if best_s > left_s * tolerance:
             raise DeadlineUnmeetable(
-                f"this request would finish in about {expected_s:.0f} s (prompt {prompt} "
-                f"tokens, max_tokens {max_tokens}, {service_s:.0f} s of its own work at the "
-                f"current load), past its {left_s:.0f} s limit; retry later, or ask for fewer "
-                "tokens",
+                f"this request would finish in about {expected_s:.0f} s (a slot in "
+                f"{start_s:.0f} s, then prompt {prompt} tokens, max_tokens {max_tokens}: "
+                f"{service_s:.0f} s of its own work at the current load), past its "
+                f"{left_s:.0f} s limit; retry later, or ask for fewer tokens",
                 min(_MAX_RETRY_AFTER_S, max(1, math.ceil(best_s - left_s))),
             )
         # Shorter requests admitted later may pass it only as often as its slack absorbs.

@@ -228,6 +228,7 @@ class Gateway:
         finish: FinishReason = "length"
         ttft_s: float | None = None
         queue_s = 0.0
+        forecast_s: float | None = None  # set once admitted
         finished = False
         forecast = self.admission.forecast
         try:
@@ -281,7 +282,15 @@ class Gateway:
                             # already sees these tokens spent.
                             await asyncio.to_thread(self.token_limits.count_tokens, key, n_out)
                     yield delta
-        except DeadlineUnmeetable:
+        except DeadlineUnmeetable as exc:
+            if forecast_s is not None:  # admitted, then found late while queued: a broken promise
+                log.warning(
+                    "request %s refused after %.1f s queued (forecast %.0f s at admission): %s",
+                    record.request_id,
+                    time.perf_counter() - arrived,
+                    forecast_s,
+                    exc.message,
+                )
             raise  # counted where it was raised
         except ServerBusy as exc:  # drained while queued
             self._refuse(exc, exc.reason)
