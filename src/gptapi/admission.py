@@ -7,8 +7,8 @@ goes first: a request whose prompt is a document makes every step it is computed
 so short requests admitted behind it would all wait for it (measured on mixed-long, issue 27);
 a request is overtaken at most ``slots`` times (about one slot-full of shorter requests), so a
 long one is never starved, and fewer when its deadline leaves less room (``allow_overtakes``):
-each overtake pushes its start back by about one slot's turn, and a promise made at admission
-(it will finish in time) is not broken by requests admitted after it.
+a promise made at admission (it will finish in time) is not broken by requests admitted after
+it.
 
 A key may hold at most ``max_per_key`` requests decoding or queued;
 beyond that it gets 429, and a full or draining server 503, both before any work (tokenizing
@@ -27,7 +27,7 @@ import asyncio
 import math
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from gptapi.errors import DeadlineUnmeetable, KeyBusy, ServerBusy
@@ -109,14 +109,19 @@ class Admission:
         known += [t.prompt_tokens for q in self._queues.values() for t in q if t.max_tokens]
         return sum(known) / len(known) if known else None
 
-    def start_s(self, ticket: Ticket, batch: int) -> float:
+    def start_s(self, ticket: Ticket, batch: int, overtaken: int = 0) -> float:
         """Forecast seconds until the ticket holds a slot (0 if it does): the busy slots free
-        as their requests' services elapse, and the requests served before it (``position``)
-        each take the earliest free slot. Services are forecast now, for ``batch`` requests
-        decoding together, so the first requests of a burst (checked when they were alone)
-        are seen as the full batch will make them."""
+        as their requests' services elapse, and the requests served before it (``position``,
+        plus ``overtaken`` more) each take the earliest free slot. Services are forecast now,
+        for ``batch`` requests decoding together, so the first requests of a burst (checked
+        when they were alone) are seen as the full batch will make them."""
+        return self._slot_walk(ticket, batch)(overtaken)
+
+    def _slot_walk(self, ticket: Ticket, batch: int) -> Callable[[int], float]:
+        """``start_s`` for 0, 1, 2... more requests served before the ticket (the services
+        are forecast once)."""
         if ticket.holds_slot:
-            return 0.0
+            return lambda overtaken: 0.0
 
         def service(t: Ticket) -> float:
             # Not tokenized yet (a moment after entering): like this request.
@@ -134,8 +139,10 @@ class Admission:
         mean_queued = sum(queued) / len(queued) if queued else service(ticket)
         # Busy slots whose request ran past its forecast still need at least one more step.
         floor = self.forecast.interval_s
-        return self.forecast.start_s(
-            [max(floor, r) for r in busy], self.slots - len(busy), [mean_queued] * ahead
+        busy = [max(floor, r) for r in busy]
+        free = self.slots - len(busy)
+        return lambda overtaken: self.forecast.start_s(
+            busy, free, [mean_queued] * (ahead + overtaken)
         )
 
     def finish_s(self, ticket: Ticket, left_s: float, tolerance: float = 1.0) -> float | None:
@@ -148,7 +155,8 @@ class Admission:
         prompt, max_tokens = ticket.prompt_tokens, ticket.max_tokens
         # Requests that will decode beside it: every one admitted or queued, up to the slots.
         batch = min(self.slots, self.busy + self._queued)
-        start_s = self.start_s(ticket, batch)
+        walk = self._slot_walk(ticket, batch)
+        start_s = walk(0)
         service_s = forecast.service_s(
             prompt, max_tokens, batch=batch, mates_prompt_tokens=self.mean_prompt_tokens()
         )
@@ -168,8 +176,18 @@ class Admission:
                 f"{left_s:.0f} s limit; retry later, or ask for fewer tokens",
                 min(_MAX_RETRY_AFTER_S, max(1, math.ceil(best_s - left_s))),
             )
-        # Shorter requests admitted later may pass it only as often as its slack absorbs.
-        self.allow_overtakes(ticket, left_s - expected_s, service_s)
+        # Shorter requests admitted later may pass it only as often as it still fits then:
+        # the walk, not a slot's average turn, since a burst's requests start together and
+        # one more ahead may cost it a whole round of slots (refused at 100 s on the twin).
+        limit_s = left_s * min(1.0, tolerance)
+        more = 0
+        while (
+            not ticket.holds_slot
+            and ticket.overtaken + more < ticket.overtake_budget
+            and walk(more + 1) + service_s <= limit_s
+        ):
+            more += 1
+        self.allow_overtakes(ticket, more)
         return expected_s
 
     # --- entering and leaving -------------------------------------------------------------
@@ -298,15 +316,12 @@ class Admission:
         tickets.remove(chosen)
         return chosen
 
-    def allow_overtakes(self, ticket: Ticket, slack_s: float, service_s: float) -> None:
-        """A queued ticket forecast to finish ``slack_s`` before its deadline may be
-        overtaken only as often as that slack absorbs: each overtake costs it about one slot's
-        turn (``service_s`` / slots, the spacing of slots freeing)."""
-        if ticket.holds_slot:
-            return
-        turn_s = max(service_s / self.slots, 1e-3)
-        more = max(0, math.floor(slack_s / turn_s))
-        ticket.overtake_budget = min(ticket.overtake_budget, ticket.overtaken + more)
+    def allow_overtakes(self, ticket: Ticket, more: int) -> None:
+        """A queued ticket may be overtaken ``more`` times from now (never more than before):
+        a promise made at admission (it will finish in time) is not broken by requests
+        admitted after it."""
+        if not ticket.holds_slot:
+            ticket.overtake_budget = min(ticket.overtake_budget, ticket.overtaken + more)
 
     def _dequeue(self, ticket: Ticket) -> None:
         tickets = self._queues.get(ticket.key)

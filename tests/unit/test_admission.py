@@ -223,14 +223,20 @@ def test_within_a_key_the_shortest_prompt_goes_first_but_a_long_one_is_not_starv
 def test_a_queued_request_with_little_slack_is_overtaken_only_as_often_as_it_absorbs() -> None:
     async def scenario() -> None:
         admission = Admission(slots=2, max_queue=100)
+        # No prompt cost; 40 tokens take 40 s, alone or together.
+        admission.forecast = Forecast(
+            Speeds(prompt_token_s=0.0, decode_1_s=1.0, decode_full_s=1.0, slots=2)
+        )
         running = [admission.enter("k") for _ in range(2)]
         document = admission.enter("k")
+        for ticket in (*running, document):
+            ticket.max_tokens = 40
         document.prompt_tokens = 2500
-        # Forecast to finish 25 s before its deadline; a slot frees every 20 s (40 s / 2):
-        # one overtake fits, a second would make it late.
-        admission.allow_overtakes(document, slack_s=25.0, service_s=40.0)
+        # Both slots free at 40 s: it finishes at 80 s, and still does if one shorter request
+        # passes it (they take the two slots together); a second one would push it to 120 s.
+        assert admission.finish_s(document, left_s=100.0) == pytest.approx(80.0, abs=0.1)
         assert document.overtake_budget == 1
-        admission.allow_overtakes(document, slack_s=100.0, service_s=40.0)
+        admission.finish_s(document, left_s=200.0)
         assert document.overtake_budget == 1  # a budget is never raised again
         shorts = [admission.enter("k") for _ in range(3)]
         for ticket in shorts:
