@@ -114,8 +114,9 @@ class Settings(BaseSettings):
         ge=1.0,
         le=3.0,
         description="A request is admitted only if its forecast time to finish x this margin is "
-        "within its limit: the first forecast of a burst uses speeds measured on an idle server, "
-        "and served steps ran 1.09-1.66x slower on the 4B twin (docs/stress-test.md). 1.0: none.",
+        "within its limit: the first forecasts of a burst use speeds measured at start-up, "
+        "before anything was served, and served steps ran 1.09-1.66x slower than the first such "
+        "measurement on the 4B twin (docs/stress-test.md). 1.0: none.",
     )
     shutdown_grace_s: float = Field(
         30.0, ge=0, le=3600, description="On SIGTERM, how long running requests may finish."

@@ -83,3 +83,11 @@ def test_a_short_prompt_in_a_batch_waits_for_its_batch_mates_longer_prompts() ->
     )
     # Without batch-mates' lengths, they are taken as like its own.
     assert forecast.service_s(10, 10, batch=3) == pytest.approx(3 * 10 * 0.01 + 10 * 0.2)
+
+
+def test_a_measured_forecast_is_never_faster_than_a_step_of_the_current_batch() -> None:
+    forecast = Forecast(SPEEDS)
+    finish(forecast, 3)  # 0.1 s a token, measured while requests ran alone
+    assert forecast.service_s(100, 21, batch=1) == pytest.approx(1.5 + 20 * 0.1)
+    # Five decoding now: a step takes 0.3 s at the current speeds, whatever was measured.
+    assert forecast.service_s(100, 21, batch=5) == pytest.approx(1.5 + 20 * 0.3)

@@ -146,9 +146,9 @@ class Speeds:
     def after_step(self, n_decoding: int, n_prompt: int, seconds: float) -> Speeds:
         """These speeds with a served step of 1 or ``slots`` decoding tokens and no prompt
         folded in (a moving average). ``seconds`` is the whole step, sampling included: the
-        start-up measurement is one bare ``llama_decode`` on an idle machine, and served steps
-        took 1.09-1.66x as long on the 4B twin (docs/stress-test.md), which the first forecasts
-        of a burst then missed."""
+        start-up measurement runs on an idle process, and served steps took 1.09-1.66x as long
+        as its first version (one bare ``llama_decode``) on the 4B twin (docs/stress-test.md):
+        the rest of the process and the clients share the cores."""
         if n_prompt or n_decoding not in (1, self.slots):
             return self
 
