@@ -64,18 +64,18 @@ def measure_speeds(
         run([(0, p) for p in range(min(_WARM_TOKENS, chunk))], False)
         llama_cpp.llama_memory_clear(memory, True)
         prompt_s = run([(0, p) for p in range(chunk)], False)
+        # The whole sequence (-1, -1): with one KV buffer per slot (GPTAPI_KV_UNIFIED=false)
+        # llama.cpp copies between buffers only whole, and aborts on a range.
         for seq_id in range(1, full):
-            llama_cpp.llama_memory_seq_cp(memory, 0, seq_id, 0, chunk)
+            llama_cpp.llama_memory_seq_cp(memory, 0, seq_id, -1, -1)
         pos = chunk
-        decode_1 = []
-        for _ in range(_DECODE_STEPS):
-            decode_1.append(run([(0, pos)], True))
-            pos += 1
-        for seq_id in range(1, full):  # every sequence at the same position as sequence 0
-            llama_cpp.llama_memory_seq_cp(memory, 0, seq_id, chunk, pos)
         decode_full = []
         for _ in range(_DECODE_STEPS):
             decode_full.append(run([(i, pos) for i in range(full)], True))
+            pos += 1
+        decode_1 = []
+        for _ in range(_DECODE_STEPS):
+            decode_1.append(run([(0, pos)], True))
             pos += 1
     finally:
         llama_cpp.llama_memory_clear(memory, True)
