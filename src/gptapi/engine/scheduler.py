@@ -436,6 +436,7 @@ class Scheduler:
             self._on_decode_failure(ret, in_batch)
             return
         self.step_budget.observe(*self._step_tokens, time.perf_counter() - started)
+        active = len(self._active)
         for seq in in_batch:
             if seq.batch_index < 0:
                 # Prompt not done yet: tell the request how far it got (stream keepalives).
@@ -456,7 +457,11 @@ class Scheduler:
                 seq.out.end_stops()
         # The step as served, for the deadline forecast. A new frozen object each time: the
         # event loop reads the reference (engine.speeds()) and never sees half an update.
-        self.speeds = self.speeds.after_step(*self._step_tokens, time.perf_counter() - started)
+        # Not a step in which requests ended: saving their state to the prompt cache made the
+        # step that ended a wave of 8 on the twin take ~2x a decode step, and the forecast
+        # then refused the next wave's followers after 80 s.
+        if len(self._active) == active:
+            self.speeds = self.speeds.after_step(*self._step_tokens, time.perf_counter() - started)
 
     def _outgrows_window(self, seq: Sequence) -> bool:
         return (
