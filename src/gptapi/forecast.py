@@ -105,9 +105,9 @@ class Forecast:
         fastest: bool = False,
     ) -> float:
         """Seconds a request would hold a slot: its prompt, then its expected tokens.
-        ``batch``: requests expected to decode beside it (start-up speeds only), whose prompts
-        it waits for: ``mates_prompt_tokens`` each (default: like its own); ``fastest``: the
-        best case, for a request that holds a slot already."""
+        ``batch``: requests expected to decode beside it (with start-up speeds, whose prompts
+        it waits for: ``mates_prompt_tokens`` each, default like its own; once measured, the
+        floor of a step); ``fastest``: the best case, for a request that holds a slot already."""
         computed = prompt_tokens * (1.0 - self.cached_share)
         tokens = max(1.0, max_tokens * self.length_share)
         speeds = self.speeds
