@@ -115,11 +115,11 @@ class Admission:
         plus ``overtaken`` more) each take the earliest free slot. Services are forecast now,
         for ``batch`` requests decoding together, so the first requests of a burst (checked
         when they were alone) are seen as the full batch will make them."""
-        return self._slot_walk(ticket, batch)(overtaken)
+        return self._slot_walk(ticket, batch, self.mean_prompt_tokens())(overtaken)
 
-    def _slot_walk(self, ticket: Ticket, batch: int) -> Callable[[int], float]:
+    def _slot_walk(self, ticket: Ticket, batch: int, mates: float | None) -> Callable[[int], float]:
         """``start_s`` for 0, 1, 2... more requests served before the ticket (the services
-        are forecast once)."""
+        are forecast once, with ``mates``: ``mean_prompt_tokens``)."""
         if ticket.holds_slot:
             return lambda overtaken: 0.0
 
@@ -130,7 +130,6 @@ class Admission:
                 prompt, max_tokens, batch=batch, mates_prompt_tokens=mates
             )
 
-        mates = self.mean_prompt_tokens()
         own = (ticket.prompt_tokens, ticket.max_tokens)
         now = time.perf_counter()
         busy = [service(t) - (now - t.acquired) for t in self._holding if t.acquired is not None]
@@ -155,11 +154,10 @@ class Admission:
         prompt, max_tokens = ticket.prompt_tokens, ticket.max_tokens
         # Requests that will decode beside it: every one admitted or queued, up to the slots.
         batch = min(self.slots, self.busy + self._queued)
-        walk = self._slot_walk(ticket, batch)
+        mates = self.mean_prompt_tokens()
+        walk = self._slot_walk(ticket, batch, mates)
         start_s = walk(0)
-        service_s = forecast.service_s(
-            prompt, max_tokens, batch=batch, mates_prompt_tokens=self.mean_prompt_tokens()
-        )
+        service_s = forecast.service_s(prompt, max_tokens, batch=batch, mates_prompt_tokens=mates)
         expected_s = start_s + service_s
         # Holding a slot already: refused only if even its own work alone, at the fastest
         # pace seen, is late (a refusal needs evidence that the best case is late).
